@@ -1,0 +1,2 @@
+//! `etcd-recover-lab`: a local, real, multi-node control plane for testing etcd-recover.
+fn main() {}

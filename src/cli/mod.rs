@@ -1,0 +1,56 @@
+//! Command-line interface: clap types live here and in the per-command files, and never leave
+//! this module. Each command resolves its arguments into plain settings and calls the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::error::{self, Exit};
+
+/// Restore a Kubernetes control plane's etcd from a snapshot on every control-plane node at
+/// once, over SSH, as a staged plan you can preview, pause, resume and roll back.
+#[derive(Debug, Parser)]
+#[command(name = "etcd-recover", version, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// All commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print shell completions.
+    #[command(
+        after_help = "Examples:\n  etcd-recover completions bash > /etc/bash_completion.d/etcd-recover\n  etcd-recover completions zsh > \"${fpath[1]}/_etcd-recover\""
+    )]
+    Completions {
+        /// Shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parses the command line, runs the command, prints errors, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = error::render(&err, &mut stderr);
+            let _ = stderr.flush();
+            error::exit_code(&err).into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "etcd-recover", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
+    }
+}

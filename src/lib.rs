@@ -1,0 +1,22 @@
+//! etcd-recover restores a Kubernetes control plane's etcd from a snapshot on every
+//! control-plane node at once, over SSH.
+//!
+//! # Layout
+//! - [`cli`]: argument parsing and the per-command front ends (the only place clap is used).
+//! - [`error`]: error rendering (`error:` / `caused by:` / `hint:`) and exit codes.
+//! - [`remote`]: the [`remote::Remote`] trait, the only way the rest of the crate touches a node.
+//! - [`transport`]: `Remote` over SSH (russh): host keys, auth, sudo, upload, port forwards.
+//! - [`inventory`]: the inventory file and the user's OpenSSH client config.
+//! - [`manifest`]: reading static-pod manifests and the format-preserving `etcd-data` rewrite.
+//! - [`snapshot`]: snapshot file verification (SHA-256 trailer, bbolt meta pages).
+//! - [`etcd`]: etcd facts: member/cluster IDs, versions, health checks through etcd-client.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod etcd;
+pub mod inventory;
+pub mod manifest;
+pub mod remote;
+pub mod snapshot;
+pub mod transport;

@@ -1,0 +1,334 @@
+//! The one boundary between the restore logic and the nodes.
+//!
+//! Everything above this module (discovery, plan, engine, steps) talks to a node through the
+//! [`Remote`] trait and never knows how bytes travel. [`crate::transport`] implements it over SSH;
+//! unit tests implement it in memory. Commands are argument vectors, never shell strings: the
+//! implementation quotes them in exactly one place.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A command to run on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    /// Program and arguments. Never a shell string; quoting is the transport's job.
+    pub argv: Vec<String>,
+    /// Run with root privileges (through `sudo -n` when the SSH user is not root).
+    pub privileged: bool,
+    /// Bytes written to the command's standard input, then EOF.
+    pub stdin: Option<Vec<u8>>,
+    /// Give up (and report a timeout) after this long.
+    pub timeout: Duration,
+}
+
+impl Cmd {
+    /// A privileged command with the default timeout of 60 s.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cmd {
+            argv: argv.into_iter().map(Into::into).collect(),
+            privileged: true,
+            stdin: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Runs as the SSH user, without sudo.
+    pub fn unprivileged(mut self) -> Self {
+        self.privileged = false;
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Feeds `input` to standard input.
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    /// A `sh -c SCRIPT` command. Only for fixed scripts written in this crate; variable parts go
+    /// in as positional parameters (`$1`, `$2`, ...) so they are never parsed by the shell.
+    pub fn script<I, S>(script: &str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut argv = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            script.to_string(),
+            "sh".to_string(),
+        ];
+        argv.extend(args.into_iter().map(Into::into));
+        Cmd::new(argv)
+    }
+}
+
+impl fmt::Display for Cmd {
+    /// Renders the argv the way a reader would type it in a POSIX shell.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shell_join(&self.argv))
+    }
+}
+
+/// How a remote command ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Code(u32),
+    /// Killed by this signal (name as reported by sshd, e.g. `KILL`).
+    Signal(String),
+}
+
+impl ExitStatus {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatus::Code(0))
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// What a remote command produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Wall time from sending the request to the channel closing.
+    pub duration: Duration,
+}
+
+impl Output {
+    /// Standard output as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Standard error as text (lossy), trimmed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+/// Options for [`Remote::write_file_atomic`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    /// Directory for the temporary file; must be on the same filesystem as the target and must
+    /// not be a directory the kubelet watches. `None` means the target's parent directory with a
+    /// dot-prefixed temporary name (the kubelet ignores dot files).
+    pub temp_dir: Option<String>,
+    /// Mode for a new file (an existing file keeps its mode and owner).
+    pub mode: Option<u32>,
+}
+
+/// Why a remote operation failed. Callers branch on the variant; the message names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// TCP connection or SSH handshake did not complete.
+    #[error("{node}: cannot reach {addr}: {reason}")]
+    Unreachable {
+        /// Node name from the inventory.
+        node: String,
+        /// Address tried.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server's host key is not the one on record, or there is no record.
+    #[error("{node}: host key verification failed: {reason}")]
+    HostKey {
+        /// Node name.
+        node: String,
+        /// What was found, with fingerprint and the fix.
+        reason: String,
+    },
+    /// The server refused every key offered.
+    #[error("{node}: authentication failed for user {user}: {reason}")]
+    Auth {
+        /// Node name.
+        node: String,
+        /// SSH user.
+        user: String,
+        /// Which keys were tried, and the fix.
+        reason: String,
+    },
+    /// sudo needs a password or is not allowed.
+    #[error("{node}: sudo failed for user {user}: {reason}")]
+    Sudo {
+        /// Node name.
+        node: String,
+        /// SSH user.
+        user: String,
+        /// What sudo said.
+        reason: String,
+    },
+    /// The command did not finish in time.
+    #[error("{node}: `{cmd}` did not finish within {timeout:?}")]
+    Timeout {
+        /// Node name.
+        node: String,
+        /// The command line.
+        cmd: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A command this operation relies on failed.
+    #[error("{node}: `{cmd}` failed ({status}): {stderr}")]
+    Command {
+        /// Node name.
+        node: String,
+        /// The command line.
+        cmd: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// Anything else (channel closed, I/O error on the local side, ...).
+    #[error("{node}: {reason}")]
+    Other {
+        /// Node name.
+        node: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A local TCP listener whose connections are forwarded to `host:port` as seen from the node.
+/// Dropping it stops forwarding.
+pub struct Forward {
+    /// Where local clients connect.
+    pub local_addr: SocketAddr,
+    /// Keeps the forwarding task alive; aborted on drop.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forward")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// Progress callback for uploads: total bytes sent so far.
+pub type ProgressFn<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// What the restore logic needs from one node.
+#[async_trait]
+pub trait Remote: Send + Sync {
+    /// The node's name in the inventory.
+    fn node(&self) -> &str;
+
+    /// Runs a command and returns its output whatever the exit status. Errors only when the
+    /// command could not be run or did not finish in time.
+    async fn exec(&self, cmd: &Cmd) -> Result<Output, RemoteError>;
+
+    /// Reads a whole (small) file with root privileges.
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, RemoteError>;
+
+    /// Replaces `path` atomically: temporary file, fsync, rename, fsync of the directory.
+    /// An existing file keeps its mode and owner.
+    async fn write_file_atomic(
+        &self,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOpts,
+    ) -> Result<(), RemoteError>;
+
+    /// Streams a local file to `remote_path` (created with `mode`), computing SHA-256 on both
+    /// sides, in constant memory. Returns the SHA-256 computed on the node; the caller compares.
+    async fn upload(
+        &self,
+        local: &Path,
+        remote_path: &str,
+        mode: u32,
+        progress: ProgressFn<'_>,
+    ) -> Result<[u8; 32], RemoteError>;
+
+    /// Opens a local port forwarded to `host:port` as seen from the node.
+    async fn forward(&self, host: &str, port: u16) -> Result<Forward, RemoteError>;
+
+    /// Runs `cmd` and turns a non-zero exit into [`RemoteError::Command`].
+    async fn run(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
+        let out = self.exec(cmd).await?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(RemoteError::Command {
+                node: self.node().to_string(),
+                cmd: cmd.to_string(),
+                status: out.status.clone(),
+                stderr: out.stderr_text(),
+            })
+        }
+    }
+}
+
+/// Quotes one word for a POSIX shell: unchanged when it is plainly safe, else single-quoted.
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Joins an argv into one POSIX shell command line. The only place command lines are built.
+pub fn shell_join<S: AsRef<str>>(argv: &[S]) -> String {
+    argv.iter()
+        .map(|w| shell_quote(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_safe_words_and_escapes_the_rest() {
+        assert_eq!(shell_quote("/var/lib/etcd"), "/var/lib/etcd");
+        assert_eq!(shell_quote("--name=cp-1"), "--name=cp-1");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(shell_join(&["echo", "a;b", "c"]), "echo 'a;b' c");
+    }
+
+    #[test]
+    fn script_passes_variables_as_positional_parameters() {
+        let cmd = Cmd::script("test -e \"$1\"", ["/tmp/x y"]);
+        assert_eq!(cmd.argv, ["sh", "-c", "test -e \"$1\"", "sh", "/tmp/x y"]);
+        assert_eq!(cmd.to_string(), "sh -c 'test -e \"$1\"' sh '/tmp/x y'");
+    }
+}
