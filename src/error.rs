@@ -75,29 +75,29 @@ impl std::error::Error for ExitWith {}
 
 /// The exit code an error maps to.
 pub fn exit_code(err: &anyhow::Error) -> Exit {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<ExitWith>().map(|x| x.0))
-        .unwrap_or(Exit::Failure)
+    err.downcast_ref::<ExitWith>()
+        .map_or(Exit::Failure, |x| x.0)
 }
 
 /// Writes `error: ...`, `caused by: ...` and `hint: ...` lines for an error chain.
 pub fn render(err: &anyhow::Error, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut hints = Vec::new();
+    // anyhow finds a context value anywhere in the chain by type, but presents context layers
+    // only as text; the hint's layer is recognised by its text and printed last.
+    let hint = err.downcast_ref::<Hint>().map(|h| h.0.clone());
     let mut first = true;
     for layer in err.chain() {
-        if let Some(h) = layer.downcast_ref::<Hint>() {
-            hints.push(h.0.clone());
-            continue;
-        }
-        if layer.downcast_ref::<ExitWith>().is_some() {
-            continue;
-        }
         let text = layer.to_string();
+        let is_exit = err
+            .downcast_ref::<ExitWith>()
+            .is_some_and(|x| x.to_string() == text);
+        if hint.as_deref() == Some(text.as_str()) || is_exit {
+            continue;
+        }
         let label = if first { "error" } else { "caused by" };
         first = false;
         writeln!(out, "{label}: {text}")?;
     }
-    for h in hints {
+    if let Some(h) = hint {
         writeln!(out, "hint: {h}")?;
     }
     Ok(())
