@@ -17,6 +17,7 @@ pub mod error;
 pub mod etcd;
 pub mod inventory;
 pub mod manifest;
+pub mod playbook;
 pub mod remote;
 pub mod snapshot;
 pub mod transport;
