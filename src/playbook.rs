@@ -274,7 +274,7 @@ impl Playbook {
     /// The built-in safety order: stop every apiserver before etcd, etcd before restore, restore
     /// before rewrite, etcd healthy before any apiserver starts.
     fn check_order(&self, origin: &str) -> anyhow::Result<()> {
-        let mut pos = |pred: &dyn Fn(&StepSpec) -> bool| {
+        let pos = |pred: &dyn Fn(&StepSpec) -> bool| {
             self.stages
                 .iter()
                 .position(|s| s.steps.iter().any(|st| pred(st)))
