@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod localhost;
 pub mod manifest;
 pub mod node;
+pub mod plan;
 pub mod playbook;
 pub mod remote;
 pub mod snapshot;
