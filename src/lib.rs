@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod etcd;
 pub mod inventory;

@@ -382,6 +382,8 @@ pub enum Action {
     /// Point kubeadm's ClusterConfiguration `etcd.local.dataDir` at the new directory when
     /// kubectl and an admin kubeconfig are on the node; otherwise record the follow-up.
     KubeadmConfig {
+        /// Node whose kubectl is used.
+        node: String,
         /// Admin kubeconfig on the node.
         kubeconfig: String,
         /// New data directory.
@@ -469,8 +471,8 @@ impl Action {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Action::KubeadmConfig { kubeconfig, data_dir } => format!(
-                "set etcd.local.dataDir to {data_dir} in the kubeadm-config ConfigMap with kubectl --kubeconfig {kubeconfig}, when kubectl and {kubeconfig} exist on the node; otherwise report the command to run (effect not previewable)"
+            Action::KubeadmConfig { node, kubeconfig, data_dir } => format!(
+                "on {node}: set etcd.local.dataDir to {data_dir} in the kubeadm-config ConfigMap with kubectl --kubeconfig {kubeconfig}, when kubectl and {kubeconfig} exist there; otherwise report the command to run (effect not previewable)"
             ),
             Action::Note { text } => text.clone(),
         }
