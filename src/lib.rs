@@ -16,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod etcd;
+pub mod health;
 pub mod inventory;
 pub mod localhost;
 pub mod manifest;
