@@ -437,8 +437,11 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
                 node::move_file(r, d, &format!("{d}.partial-{stamp}")).await?;
             }
         }
-        let mut full = vec!["env".to_string()];
-        full.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut full = Vec::new();
+        if !env.is_empty() {
+            full.push("env".to_string());
+            full.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        }
         full.extend(argv.iter().cloned());
         let out = r
             .exec(&Cmd::new(full).timeout(Duration::from_secs(timeout)))
