@@ -26,3 +26,4 @@ pub mod playbook;
 pub mod remote;
 pub mod snapshot;
 pub mod transport;
+pub mod ui;
