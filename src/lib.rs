@@ -24,6 +24,7 @@ pub mod node;
 pub mod plan;
 pub mod playbook;
 pub mod remote;
+pub mod report;
 pub mod snapshot;
 pub mod transport;
 pub mod ui;

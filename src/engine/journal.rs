@@ -75,6 +75,11 @@ pub enum Record {
         /// The error chain.
         error: String,
     },
+    /// Something the user must do later.
+    FollowUp {
+        /// What to do.
+        text: String,
+    },
     /// The run ended (for now).
     RunEnded {
         /// `completed`, `rolled-back`, `paused`, `failed`, `rollback-failed`.
@@ -241,6 +246,19 @@ impl Journal {
             }
         }
         t
+    }
+
+    /// Follow-ups recorded so far, without repeats.
+    pub fn follow_ups(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in &self.entries {
+            if let Record::FollowUp { text } = &e.record {
+                if !out.contains(text) {
+                    out.push(text.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The last `RunEnded` outcome, if any.

@@ -411,6 +411,12 @@ impl Engine {
     }
 
     fn end(&self, journal: &Mutex<Journal>, outcome: Outcome) -> anyhow::Result<Outcome> {
+        let recorded = lock(journal)?.follow_ups();
+        for text in self.follow_ups() {
+            if !recorded.contains(&text) {
+                record(journal, Record::FollowUp { text })?;
+            }
+        }
         record(
             journal,
             Record::RunEnded {

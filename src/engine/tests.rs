@@ -515,3 +515,44 @@ async fn dry_run_changes_nothing() {
         assert!(!fx.exists(&format!("{n}/run")));
     }
 }
+
+#[tokio::test]
+async fn the_report_shows_every_node_step_with_its_outcome() {
+    let fx = Fixture::new(2);
+    let plan = fx.plan(&[
+        "sh",
+        "-c",
+        "test NODE != cp-2 || { echo 'disk on fire' >&2; exit 3; }",
+    ]);
+    let (_d, j) = journal(&plan);
+    fx.engine(plan.clone(), Arc::new(Recorder::default()))
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    let j = j.lock().unwrap();
+    let report = crate::report::build(&plan, j.entries(), &[]);
+    assert_eq!(report.outcome, "rolled-back");
+    let steps: Vec<_> = report.stages.iter().flat_map(|(_, s)| s.iter()).collect();
+    let failed = steps
+        .iter()
+        .find(|s| s.outcome == "failed, rolled back")
+        .unwrap();
+    assert_eq!(
+        (failed.step.as_str(), failed.node.as_str()),
+        ("custom/1", "cp-2")
+    );
+    assert!(failed.error.as_deref().unwrap().contains("disk on fire"));
+    assert!(steps
+        .iter()
+        .any(|s| s.step == "stop-etcd/1" && s.outcome == "rolled-back"));
+    assert!(steps
+        .iter()
+        .any(|s| s.step == "finish/1" && s.outcome == "not-run"));
+    let md = report.markdown();
+    assert!(md.contains("Outcome: **rolled-back**"), "{md}");
+    let (md_path, json_path) = report.write(j.dir()).unwrap();
+    assert!(md_path.exists() && json_path.exists());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json_path).unwrap()).unwrap();
+    assert_eq!(v["run_id"], "r1");
+}
