@@ -268,6 +268,7 @@ impl Fixture {
                     data_dir_new: String::new(),
                     run_dir: format!("{}/{n}/run", self.root),
                     client_endpoint: String::new(),
+                    client_tls: None,
                 })
                 .collect(),
             findings: vec![],

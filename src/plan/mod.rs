@@ -118,8 +118,11 @@ pub struct NodeSummary {
     pub data_dir_new: String,
     /// Node-side run directory (moved manifests, original copies, staged snapshot, state).
     pub run_dir: String,
-    /// Client endpoint used for health checks, as seen from the node (`host:port`).
+    /// Client URL used for health checks, as seen from the node (`https://host:port`).
     pub client_endpoint: String,
+    /// Host paths of the CA, client certificate and key for health checks (read over SSH
+    /// when needed, kept in memory only).
+    pub client_tls: Option<(String, String, String)>,
 }
 
 /// How bad a finding is.
