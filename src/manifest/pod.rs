@@ -953,16 +953,16 @@ impl StaticPod {
     }
 
     /// The main container: the one named like the pod, else the first.
-    pub fn main_container(&self) -> &ContainerSummary {
+    pub fn main_container(&self) -> Option<&ContainerSummary> {
         self.containers
             .iter()
             .find(|c| c.name == self.name)
-            .unwrap_or(&self.containers[0])
+            .or_else(|| self.containers.first())
     }
 
     /// The last value of flag `name` (without dashes) on the main container.
     pub fn flag(&self, name: &str) -> Option<&str> {
-        self.main_container()
+        self.main_container()?
             .flags
             .iter()
             .rev()
@@ -972,7 +972,7 @@ impl StaticPod {
 
     /// How to judge the main container ready.
     pub fn readiness(&self) -> Option<&Readiness> {
-        self.main_container().readiness.as_ref()
+        self.main_container()?.readiness.as_ref()
     }
 }
 
