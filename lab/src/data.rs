@@ -1,0 +1,170 @@
+//! `seed` (write keys under real Kubernetes prefixes) and `snapshot` (real `etcdctl snapshot
+//! save`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{Txn, TxnOp};
+
+use crate::etcdc;
+use crate::state::{LabState, NodePaths, NodeState};
+use crate::util;
+
+/// Default prefixes of `seed`.
+pub const DEFAULT_PREFIXES: [&str; 2] = ["/registry/configmaps/", "/registry/secrets/"];
+const BATCH: usize = 100;
+const CONCURRENCY: usize = 8;
+
+fn value_for(prefix: &str, ns: &str, name: &str, i: usize) -> String {
+    if prefix.contains("/secrets/") {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"{name}","namespace":"{ns}"}},"type":"Opaque","data":{{"token":"{}"}}}}"#,
+            hex::encode(format!("seed-secret-{i}"))
+        )
+    } else {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","namespace":"{ns}"}},"data":{{"index":"{i}"}}}}"#
+        )
+    }
+}
+
+/// The key and value of seed key number `i`.
+pub fn seed_kv(prefixes: &[String], i: usize) -> (String, String) {
+    let prefix = &prefixes[i % prefixes.len()];
+    let ns = format!("lab-seed-{}", (i / prefixes.len()) % 10);
+    let name = format!("seed-{i:06}");
+    let p = if prefix.ends_with('/') {
+        prefix.clone()
+    } else {
+        format!("{prefix}/")
+    };
+    (format!("{p}{ns}/{name}"), value_for(&p, &ns, &name, i))
+}
+
+/// Writes `keys` keys in transactions of 100 puts, 8 in flight; returns (elapsed, revision).
+pub async fn seed(
+    st: &LabState,
+    keys: usize,
+    prefixes: &[String],
+    node: Option<&NodeState>,
+) -> Result<(Duration, i64)> {
+    let prefixes: Vec<String> = if prefixes.is_empty() {
+        DEFAULT_PREFIXES.iter().map(|s| s.to_string()).collect()
+    } else {
+        prefixes.to_vec()
+    };
+    let target = node.unwrap_or(&st.nodes[0]);
+    let endpoints: Vec<String> = match node {
+        Some(n) => vec![format!("https://{}:2379", n.ip)],
+        None => st
+            .nodes
+            .iter()
+            .map(|n| format!("https://{}:2379", n.ip))
+            .collect(),
+    };
+    let pki = NodePaths::new(&target.dir).pki();
+    let client = etcdc::connect(
+        &endpoints,
+        &pki.join("etcd/ca.crt"),
+        &pki.join("apiserver-etcd-client.crt"),
+        &pki.join("apiserver-etcd-client.key"),
+        Duration::from_secs(5),
+    )
+    .await?;
+    let t0 = Instant::now();
+    let batches: Vec<std::ops::Range<usize>> = (0..keys)
+        .step_by(BATCH)
+        .map(|s| s..(s + BATCH).min(keys))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    let mut revision = 0i64;
+    let mut iter = batches.into_iter();
+    loop {
+        while set.len() < CONCURRENCY {
+            let Some(range) = iter.next() else { break };
+            let mut c = client.clone();
+            let prefixes = prefixes.clone();
+            set.spawn(async move {
+                let ops: Vec<TxnOp> = range
+                    .map(|i| {
+                        let (k, v) = seed_kv(&prefixes, i);
+                        TxnOp::put(k, v, None)
+                    })
+                    .collect();
+                etcdc::timed(
+                    "seed transaction",
+                    Duration::from_secs(10),
+                    c.txn(Txn::new().and_then(ops)),
+                )
+                .await
+            });
+        }
+        let Some(res) = set.join_next().await else {
+            break;
+        };
+        let resp = res.context("seed task failed")??;
+        if let Some(h) = resp.header() {
+            revision = revision.max(h.revision());
+        }
+    }
+    Ok((t0.elapsed(), revision))
+}
+
+/// Saves a snapshot of `node`'s etcd to `out` with the real etcdctl of the lab's version.
+pub fn snapshot(st: &LabState, node: &NodeState, out: &Path) -> Result<String> {
+    let pki = NodePaths::new(&node.dir).pki().join("etcd");
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        util::mkdir(parent)?;
+    }
+    let o = Command::new(&st.etcd.etcdctl)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}:2379", node.ip))
+        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("healthcheck-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("healthcheck-client.key").display()
+        ))
+        .arg("--dial-timeout=5s")
+        .arg("--command-timeout=60s")
+        .args(["snapshot", "save"])
+        .arg(out)
+        .output()
+        .with_context(|| format!("cannot run {}", st.etcd.etcdctl.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        bail!(
+            "{} snapshot save from {} failed ({}):\n{}",
+            st.etcd.etcdctl.display(),
+            node.name,
+            o.status,
+            text.trim()
+        );
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_keys_use_kubernetes_prefixes() {
+        let p: Vec<String> = DEFAULT_PREFIXES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            seed_kv(&p, 0).0,
+            "/registry/configmaps/lab-seed-0/seed-000000"
+        );
+        assert_eq!(seed_kv(&p, 3).0, "/registry/secrets/lab-seed-1/seed-000003");
+        assert!(seed_kv(&p, 3).1.contains("\"kind\":\"Secret\""));
+    }
+}
