@@ -13,10 +13,18 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod etcd;
+pub mod health;
 pub mod inventory;
+pub mod localhost;
 pub mod manifest;
+pub mod node;
+pub mod plan;
+pub mod playbook;
 pub mod remote;
+pub mod report;
 pub mod snapshot;
 pub mod transport;
+pub mod ui;

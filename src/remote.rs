@@ -289,6 +289,44 @@ pub trait Remote: Send + Sync {
     }
 }
 
+/// The node-side script behind [`Remote::write_file_atomic`]; the new contents arrive on stdin.
+///
+/// The temporary file is created 0600 in `opts.temp_dir` when that is on the same filesystem as
+/// the target (so the final `mv` is a `rename(2)`), else as a dot file next to the target (the
+/// kubelet ignores dot files). An existing target's mode and owner carry over; the data and then
+/// the directory are fsynced.
+pub fn atomic_write_cmd(path: &str, opts: &WriteOpts) -> Cmd {
+    const SCRIPT: &str = r#"set -eu
+target=$1; tmpdir=$2; mode=$3
+dir=$(dirname -- "$target"); base=$(basename -- "$target")
+if [ -z "$tmpdir" ] || [ ! -d "$tmpdir" ] || [ "$(stat -c %d -- "$tmpdir")" != "$(stat -c %d -- "$dir")" ]; then
+  tmpdir=$dir
+fi
+tmp=$(mktemp -p "$tmpdir" ".$base.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+if [ -e "$target" ]; then
+  chmod --reference="$target" -- "$tmp"
+  chown --reference="$target" -- "$tmp"
+elif [ -n "$mode" ]; then
+  chmod "$mode" -- "$tmp"
+fi
+sync -- "$tmp"
+mv -f -T -- "$tmp" "$target"
+trap - EXIT
+sync -- "$dir"
+"#;
+    let mode = opts.mode.map(|m| format!("{m:o}")).unwrap_or_default();
+    Cmd::script(
+        SCRIPT,
+        [
+            path.to_string(),
+            opts.temp_dir.clone().unwrap_or_default(),
+            mode,
+        ],
+    )
+}
+
 /// Quotes one word for a POSIX shell: unchanged when it is plainly safe, else single-quoted.
 pub fn shell_quote(word: &str) -> String {
     let safe = !word.is_empty()

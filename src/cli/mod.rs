@@ -8,6 +8,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::{self, Exit};
 
+pub mod manifest;
+pub mod snapshot;
+
 /// Restore a Kubernetes control plane's etcd from a snapshot on every control-plane node at
 /// once, over SSH, as a staged plan you can preview, pause, resume and roll back.
 #[derive(Debug, Parser)]
@@ -29,6 +32,10 @@ pub enum Command {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
+    /// Read a static-pod manifest, or rewrite its etcd data hostPath.
+    Manifest(manifest::ManifestArgs),
+    /// Verify a snapshot file.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 /// Parses the command line, runs the command, prints errors, returns the exit code.
@@ -52,5 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             clap_complete::generate(shell, &mut cmd, "etcd-recover", &mut std::io::stdout());
             Ok(Exit::Success)
         }
+        Command::Manifest(args) => manifest::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
     }
 }

@@ -1,0 +1,559 @@
+//! Engine tests on local "nodes" (directories of this machine, real commands, no SSH).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::localhost::Localhost;
+use crate::plan::{Actions, Fingerprints, NodeSummary, RestoreParams, SnapshotSummary, StagePlan};
+
+struct Healthy;
+
+#[async_trait]
+impl ClusterChecks for Healthy {
+    async fn etcd_health(&self, _: &Plan) -> Result<String, String> {
+        Ok("ok".into())
+    }
+    async fn apiserver_ready(&self, _: &str, _: &HttpProbe) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Observer for Recorder {
+    fn event(&self, e: &Event) {
+        let line = match e {
+            Event::StepDone {
+                step,
+                node,
+                skipped,
+                ..
+            } => {
+                format!("done {step} {} {skipped}", node.as_deref().unwrap_or("-"))
+            }
+            Event::StepFailed { step, node, .. } => {
+                format!("failed {step} {}", node.as_deref().unwrap_or("-"))
+            }
+            Event::RolledBack { step, node } => {
+                format!("rolledback {step} {}", node.as_deref().unwrap_or("-"))
+            }
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: String,
+    nodes: Vec<String>,
+}
+
+const ORIGINAL: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n# keep me\nspec:\n  volumes:\n  - hostPath:\n      path: /var/lib/etcd\n    name: etcd-data\n";
+
+impl Fixture {
+    fn new(n: usize) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_str().unwrap().to_string();
+        let nodes: Vec<String> = (1..=n).map(|i| format!("cp-{i}")).collect();
+        for node in &nodes {
+            std::fs::create_dir_all(format!("{root}/{node}/manifests")).unwrap();
+            std::fs::write(format!("{root}/{node}/manifests/etcd.yaml"), ORIGINAL).unwrap();
+            std::fs::write(
+                format!("{root}/{node}/manifests/kube-apiserver.yaml"),
+                "kind: Pod\n",
+            )
+            .unwrap();
+        }
+        Fixture {
+            _tmp: tmp,
+            root,
+            nodes,
+        }
+    }
+
+    fn sha(s: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(s.as_bytes()))
+    }
+
+    /// A plan shaped like the real one: lock, move out, rewrite, a command, move in, unlock.
+    fn plan(&self, command: &[&str]) -> Plan {
+        let after = ORIGINAL.replace("path: /var/lib/etcd\n", "path: /var/lib/etcd-restored-r1\n");
+        let per_node = |f: &dyn Fn(&str, &str) -> Actions| -> Scope {
+            Scope::Nodes(
+                self.nodes
+                    .iter()
+                    .map(|n| (n.clone(), f(n, &format!("{}/{n}", self.root))))
+                    .collect(),
+            )
+        };
+        let step = |id: &str, scope: Scope| StepPlan {
+            id: id.into(),
+            kind: "test".into(),
+            title: id.into(),
+            destructive: true,
+            scope,
+        };
+        let stages = vec![
+            StagePlan {
+                name: "preflight".into(),
+                steps: vec![step(
+                    "preflight/1",
+                    per_node(&|_, d| Actions {
+                        actions: vec![
+                            Action::MakeDir {
+                                path: format!("{d}/run/manifests"),
+                                mode: 0o700,
+                            },
+                            Action::AcquireLock {
+                                path: format!("{d}/lock"),
+                            },
+                            Action::SaveRunState {
+                                dir: format!("{d}/run"),
+                            },
+                        ],
+                        rollback: vec![Action::ReleaseLock {
+                            path: format!("{d}/lock"),
+                        }],
+                    }),
+                )],
+            },
+            StagePlan {
+                name: "stop-etcd".into(),
+                steps: vec![step(
+                    "stop-etcd/1",
+                    per_node(&|_, d| Actions {
+                        actions: vec![
+                            Action::CopyFile {
+                                from: format!("{d}/manifests/etcd.yaml"),
+                                to: format!("{d}/run/etcd.yaml.orig"),
+                            },
+                            Action::MoveFile {
+                                from: format!("{d}/manifests/etcd.yaml"),
+                                to: format!("{d}/run/manifests/etcd.yaml"),
+                            },
+                            Action::WaitStopped {
+                                pod: "etcd".into(),
+                                endpoints: vec![],
+                                dirs: vec![format!("{d}/data")],
+                                timeout: 5,
+                            },
+                        ],
+                        rollback: vec![Action::MoveFile {
+                            from: format!("{d}/run/manifests/etcd.yaml"),
+                            to: format!("{d}/manifests/etcd.yaml"),
+                        }],
+                    }),
+                )],
+            },
+            StagePlan {
+                name: "rewrite".into(),
+                steps: vec![step(
+                    "rewrite/1",
+                    per_node(&|_, d| Actions {
+                        actions: vec![Action::WriteFile {
+                            path: format!("{d}/run/manifests/etcd.yaml"),
+                            before_sha256: Self::sha(ORIGINAL),
+                            after_sha256: Self::sha(&after),
+                            content: after.clone(),
+                            diff: String::new(),
+                            temp_dir: format!("{d}/run"),
+                        }],
+                        rollback: vec![Action::WriteFile {
+                            path: format!("{d}/run/manifests/etcd.yaml"),
+                            before_sha256: Self::sha(&after),
+                            after_sha256: Self::sha(ORIGINAL),
+                            content: ORIGINAL.into(),
+                            diff: String::new(),
+                            temp_dir: format!("{d}/run"),
+                        }],
+                    }),
+                )],
+            },
+            StagePlan {
+                name: "custom".into(),
+                steps: vec![step(
+                    "custom/1",
+                    per_node(&|n, _| Actions {
+                        actions: vec![Action::Run {
+                            argv: command.iter().map(|s| s.replace("NODE", n)).collect(),
+                            timeout: 10,
+                        }],
+                        rollback: vec![],
+                    }),
+                )],
+            },
+            StagePlan {
+                name: "start-etcd".into(),
+                steps: vec![
+                    step(
+                        "start-etcd/1",
+                        per_node(&|_, d| Actions {
+                            actions: vec![Action::MoveFile {
+                                from: format!("{d}/run/manifests/etcd.yaml"),
+                                to: format!("{d}/manifests/etcd.yaml"),
+                            }],
+                            rollback: vec![Action::MoveFile {
+                                from: format!("{d}/manifests/etcd.yaml"),
+                                to: format!("{d}/run/manifests/etcd.yaml"),
+                            }],
+                        }),
+                    ),
+                    step(
+                        "start-etcd/2",
+                        Scope::Cluster(Actions {
+                            actions: vec![Action::WaitEtcdHealthy { timeout: 5 }],
+                            rollback: vec![],
+                        }),
+                    ),
+                ],
+            },
+            StagePlan {
+                name: "finish".into(),
+                steps: vec![step(
+                    "finish/1",
+                    per_node(&|_, d| Actions {
+                        actions: vec![Action::ReleaseLock {
+                            path: format!("{d}/lock"),
+                        }],
+                        rollback: vec![],
+                    }),
+                )],
+            },
+        ];
+        Plan {
+            format_version: crate::plan::FORMAT_VERSION,
+            tool_version: "test".into(),
+            run_id: "r1".into(),
+            created_at: "now".into(),
+            cluster: "test".into(),
+            playbook: "test".into(),
+            fingerprints: Fingerprints {
+                inventory_sha256: String::new(),
+                snapshot_sha256: String::new(),
+                playbook_sha256: String::new(),
+                manifests: BTreeMap::new(),
+            },
+            snapshot: SnapshotSummary {
+                path: String::new(),
+                size: 0,
+                sha256: String::new(),
+                revision: None,
+                total_keys: None,
+                verdict: String::new(),
+            },
+            restore: RestoreParams {
+                initial_cluster: String::new(),
+                token: String::new(),
+                bump_revision: None,
+                members: vec![],
+                cluster_id: String::new(),
+            },
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeSummary {
+                    name: n.clone(),
+                    host: "local".into(),
+                    etcd_version: None,
+                    restore_tool: String::new(),
+                    restore_tool_version: String::new(),
+                    manifests_dir: format!("{}/{n}/manifests", self.root),
+                    data_dir_old: String::new(),
+                    data_dir_new: String::new(),
+                    run_dir: format!("{}/{n}/run", self.root),
+                    client_endpoint: String::new(),
+                    client_tls: None,
+                })
+                .collect(),
+            findings: vec![],
+            stages,
+        }
+    }
+
+    fn engine(&self, plan: Plan, obs: Arc<Recorder>) -> Engine {
+        let nodes: BTreeMap<String, Arc<dyn Remote>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
+                )
+            })
+            .collect();
+        Engine::new(
+            Arc::new(plan),
+            nodes,
+            std::path::PathBuf::new(),
+            Arc::new(Healthy),
+            obs,
+        )
+    }
+
+    fn manifest(&self, node: &str) -> Option<String> {
+        std::fs::read_to_string(format!("{}/{node}/manifests/etcd.yaml", self.root)).ok()
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        std::path::Path::new(&format!("{}/{rel}", self.root)).exists()
+    }
+}
+
+fn journal(plan: &Plan) -> (tempfile::TempDir, Mutex<Journal>) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::create(dir.path(), plan).unwrap();
+    (dir, Mutex::new(j))
+}
+
+#[tokio::test]
+async fn a_run_completes_and_every_step_is_journaled() {
+    let fx = Fixture::new(3);
+    let plan = fx.plan(&["true"]);
+    let (_d, j) = journal(&plan);
+    let obs = Arc::new(Recorder::default());
+    let engine = fx.engine(plan.clone(), obs.clone());
+    let out = engine.apply(&j, "apply", true).await.unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    for n in &fx.nodes {
+        let m = fx.manifest(n).unwrap();
+        assert!(m.contains("/var/lib/etcd-restored-r1"), "{m}");
+        assert!(m.contains("# keep me"));
+        assert!(fx.exists(&format!("{n}/run/etcd.yaml.orig")));
+        assert!(!fx.exists(&format!("{n}/lock")), "lock released");
+        assert!(fx.exists(&format!("{n}/run/plan.json")));
+        assert!(fx.exists(&format!("{n}/run/state.json")));
+    }
+    // 6 node steps x 3 nodes + 1 cluster step.
+    assert_eq!(j.lock().unwrap().done().len(), 6 * 3 - 3 + 3 + 1);
+    assert_eq!(j.lock().unwrap().last_outcome(), Some("completed"));
+}
+
+#[tokio::test]
+async fn a_failure_on_one_node_rolls_every_node_back_to_the_original_bytes() {
+    let fx = Fixture::new(3);
+    // The custom command fails on cp-2 only.
+    let plan = fx.plan(&[
+        "sh",
+        "-c",
+        "test NODE != cp-2 || { echo boom >&2; exit 7; }",
+    ]);
+    let (_d, j) = journal(&plan);
+    let obs = Arc::new(Recorder::default());
+    let out = fx
+        .engine(plan, obs.clone())
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    let Outcome::RolledBack(failures) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].node.as_deref(), Some("cp-2"));
+    assert!(failures[0].error.contains("boom"), "{}", failures[0].error);
+    for n in &fx.nodes {
+        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL), "{n}");
+        assert!(!fx.exists(&format!("{n}/run/manifests/etcd.yaml")));
+        assert!(!fx.exists(&format!("{n}/lock")));
+    }
+    let events = obs.0.lock().unwrap().clone();
+    // No node went past the failed stage.
+    assert!(
+        !events.iter().any(|e| e.starts_with("done start-etcd")),
+        "{events:?}"
+    );
+    assert_eq!(j.lock().unwrap().last_outcome(), Some("rolled-back"));
+    assert!(j.lock().unwrap().touched().is_empty());
+}
+
+#[tokio::test]
+async fn no_rollback_leaves_the_run_failed_and_a_later_rollback_restores() {
+    let fx = Fixture::new(2);
+    let plan = fx.plan(&["false"]);
+    let (_d, j) = journal(&plan);
+    let engine = fx.engine(plan, Arc::new(Recorder::default()));
+    let out = engine.apply(&j, "apply", false).await.unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    assert!(
+        fx.manifest("cp-1").is_none(),
+        "etcd.yaml stays out while paused"
+    );
+    let out = engine.rollback(&j, "user asked").await.unwrap();
+    assert!(matches!(out, Outcome::RolledBack(_)), "{out:?}");
+    assert_eq!(fx.manifest("cp-1").as_deref(), Some(ORIGINAL));
+    assert_eq!(fx.manifest("cp-2").as_deref(), Some(ORIGINAL));
+}
+
+#[tokio::test]
+async fn cancel_pauses_at_a_boundary_and_resume_skips_done_steps() {
+    let fx = Fixture::new(2);
+    let plan = fx.plan(&["true"]);
+    let (_d, j) = journal(&plan);
+    let cancel = Cancel::default();
+    let c2 = cancel.clone();
+    let engine = fx
+        .engine(plan.clone(), Arc::new(Recorder::default()))
+        .cancel(cancel)
+        .gate(move |stage| {
+            if stage == "rewrite" {
+                c2.request();
+            }
+            Gate::Continue
+        });
+    let out = engine.apply(&j, "apply", true).await.unwrap();
+    let Outcome::Paused { next_step } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(next_step, "rewrite/1");
+    // A fresh engine (a new process) resumes from the journal.
+    let obs = Arc::new(Recorder::default());
+    let out = fx
+        .engine(plan, obs.clone())
+        .apply(&j, "resume", true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    let events = obs.0.lock().unwrap().clone();
+    assert!(
+        events.contains(&"done stop-etcd/1 cp-1 true".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"done rewrite/1 cp-1 false".to_string()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_step_interrupted_midway_is_completed_by_probing_each_action() {
+    let fx = Fixture::new(1);
+    let plan = fx.plan(&["true"]);
+    let (_d, j) = journal(&plan);
+    // Simulate a crash after the move inside stop-etcd: journal says started, files say moved.
+    fx.engine(plan.clone(), Arc::new(Recorder::default()))
+        .gate(|s| {
+            if s == "stop-etcd" {
+                Gate::Pause
+            } else {
+                Gate::Continue
+            }
+        })
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    let d = format!("{}/cp-1", fx.root);
+    std::fs::copy(
+        format!("{d}/manifests/etcd.yaml"),
+        format!("{d}/run/etcd.yaml.orig"),
+    )
+    .unwrap();
+    std::fs::rename(
+        format!("{d}/manifests/etcd.yaml"),
+        format!("{d}/run/manifests/etcd.yaml"),
+    )
+    .unwrap();
+    j.lock()
+        .unwrap()
+        .record(Record::StepStarted {
+            step: "stop-etcd/1".into(),
+            node: Some("cp-1".into()),
+        })
+        .unwrap();
+    let out = fx
+        .engine(plan, Arc::new(Recorder::default()))
+        .apply(&j, "resume", true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    assert!(fx.manifest("cp-1").unwrap().contains("etcd-restored-r1"));
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_by_the_lock_and_names_the_owner() {
+    let fx = Fixture::new(1);
+    let plan = fx.plan(&["true"]);
+    let d = format!("{}/cp-1", fx.root);
+    std::fs::write(
+        format!("{d}/lock"),
+        "{\"run_id\":\"other\",\"operator\":\"alice@ws\",\"since\":\"2026-01-01T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    let (_d, j) = journal(&plan);
+    let out = fx
+        .engine(plan, Arc::new(Recorder::default()))
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    let Outcome::RolledBack(f) = out else {
+        panic!("{out:?}")
+    };
+    assert!(f[0].error.contains("alice@ws"), "{}", f[0].error);
+    assert!(f[0].error.contains("run other"), "{}", f[0].error);
+    // The other run's lock is left alone and nothing moved.
+    assert!(fx.exists("cp-1/lock"));
+    assert_eq!(fx.manifest("cp-1").as_deref(), Some(ORIGINAL));
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let fx = Fixture::new(2);
+    let plan = fx.plan(&["touch", "/nonexistent/should-not-run"]);
+    let (_d, j) = journal(&plan);
+    let out = fx
+        .engine(plan, Arc::new(Recorder::default()))
+        .mode(Mode::DryRun)
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    for n in &fx.nodes {
+        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL));
+        assert!(!fx.exists(&format!("{n}/run")));
+    }
+}
+
+#[tokio::test]
+async fn the_report_shows_every_node_step_with_its_outcome() {
+    let fx = Fixture::new(2);
+    let plan = fx.plan(&[
+        "sh",
+        "-c",
+        "test NODE != cp-2 || { echo 'disk on fire' >&2; exit 3; }",
+    ]);
+    let (_d, j) = journal(&plan);
+    fx.engine(plan.clone(), Arc::new(Recorder::default()))
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    let j = j.lock().unwrap();
+    let report = crate::report::build(&plan, j.entries(), &[]);
+    assert_eq!(report.outcome, "rolled-back");
+    let steps: Vec<_> = report.stages.iter().flat_map(|(_, s)| s.iter()).collect();
+    let failed = steps
+        .iter()
+        .find(|s| s.outcome == "failed, rolled back")
+        .unwrap();
+    assert_eq!(
+        (failed.step.as_str(), failed.node.as_str()),
+        ("custom/1", "cp-2")
+    );
+    assert!(failed.error.as_deref().unwrap().contains("disk on fire"));
+    assert!(steps
+        .iter()
+        .any(|s| s.step == "stop-etcd/1" && s.outcome == "rolled-back"));
+    assert!(steps
+        .iter()
+        .any(|s| s.step == "finish/1" && s.outcome == "not-run"));
+    let md = report.markdown();
+    assert!(md.contains("Outcome: **rolled-back**"), "{md}");
+    let (md_path, json_path) = report.write(j.dir()).unwrap();
+    assert!(md_path.exists() && json_path.exists());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json_path).unwrap()).unwrap();
+    assert_eq!(v["run_id"], "r1");
+}

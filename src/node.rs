@@ -1,0 +1,378 @@
+//! Typed operations on a node, built on [`Remote`]: stat, hash, move, copy, wait for listeners
+//! to close, find processes using a directory. Every command line is built here or in the step
+//! code from argv, never by string formatting of user data into shell text.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::remote::{Cmd, Remote, RemoteError};
+
+/// What `stat` says about a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Device number of the filesystem holding it.
+    pub dev: u64,
+    /// True for a directory.
+    pub is_dir: bool,
+}
+
+fn parse_err(node: &dyn Remote, what: &str, text: &str) -> RemoteError {
+    RemoteError::Other {
+        node: node.node().to_string(),
+        reason: format!("unexpected output from {what}: {:?}", text.trim()),
+    }
+}
+
+/// `stat` of a path; `None` when it does not exist.
+pub async fn stat(node: &dyn Remote, path: &str) -> Result<Option<Stat>, RemoteError> {
+    let out = node
+        .run(&Cmd::script(
+            r#"if [ -e "$1" ] || [ -L "$1" ]; then stat -L -c '%s %a %u %g %d %F' -- "$1"; else echo absent; fi"#,
+            [path],
+        ))
+        .await?;
+    let text = out.stdout_text();
+    let line = text.trim();
+    if line == "absent" {
+        return Ok(None);
+    }
+    let mut it = line.splitn(6, ' ');
+    let mut next = || it.next().ok_or_else(|| parse_err(node, "stat", line));
+    let size = next()?.parse().map_err(|_| parse_err(node, "stat", line))?;
+    let mode = u32::from_str_radix(next()?, 8).map_err(|_| parse_err(node, "stat", line))?;
+    let uid = next()?.parse().map_err(|_| parse_err(node, "stat", line))?;
+    let gid = next()?.parse().map_err(|_| parse_err(node, "stat", line))?;
+    let dev = next()?.parse().map_err(|_| parse_err(node, "stat", line))?;
+    let kind = next()?;
+    Ok(Some(Stat {
+        size,
+        mode,
+        uid,
+        gid,
+        dev,
+        is_dir: kind == "directory",
+    }))
+}
+
+/// True when the path exists.
+pub async fn exists(node: &dyn Remote, path: &str) -> Result<bool, RemoteError> {
+    Ok(stat(node, path).await?.is_some())
+}
+
+/// Hex SHA-256 of a file; `None` when it does not exist.
+pub async fn sha256(node: &dyn Remote, path: &str) -> Result<Option<String>, RemoteError> {
+    let out = node
+        .run(
+            &Cmd::script(
+                r#"if [ -f "$1" ]; then sha256sum -- "$1"; else echo absent; fi"#,
+                [path],
+            )
+            .timeout(Duration::from_secs(1800)),
+        )
+        .await?;
+    let text = out.stdout_text();
+    let first = text.split_whitespace().next().unwrap_or_default();
+    if first == "absent" {
+        return Ok(None);
+    }
+    if first.len() != 64 || !first.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(parse_err(node, "sha256sum", &text));
+    }
+    Ok(Some(first.to_ascii_lowercase()))
+}
+
+/// Renames `from` to `to` (never overwriting), then checks the outcome.
+pub async fn move_file(node: &dyn Remote, from: &str, to: &str) -> Result<(), RemoteError> {
+    node.run(&Cmd::script(
+        r#"set -eu
+if [ -e "$2" ]; then echo "refusing to overwrite $2" >&2; exit 3; fi
+mv -T -- "$1" "$2"
+sync -- "$(dirname -- "$1")" "$(dirname -- "$2")""#,
+        [from, to],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Copies `from` to `to` keeping mode, owner and times; never overwrites.
+pub async fn copy_file(node: &dyn Remote, from: &str, to: &str) -> Result<(), RemoteError> {
+    node.run(&Cmd::script(
+        r#"set -eu
+if [ -e "$2" ]; then echo "refusing to overwrite $2" >&2; exit 3; fi
+cp -p -- "$1" "$2"
+sync -- "$2""#,
+        [from, to],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// `mkdir -p` with the mode applied to the last component.
+pub async fn make_dir(node: &dyn Remote, path: &str, mode: u32) -> Result<(), RemoteError> {
+    node.run(&Cmd::new([
+        "mkdir".to_string(),
+        "-p".to_string(),
+        "-m".to_string(),
+        format!("{mode:o}"),
+        "--".to_string(),
+        path.to_string(),
+    ]))
+    .await?;
+    Ok(())
+}
+
+/// Removes a file this tool created (staged snapshot, lock). Absent is fine.
+pub async fn remove_own_file(node: &dyn Remote, path: &str) -> Result<(), RemoteError> {
+    node.run(&Cmd::new(["rm", "-f", "--", path])).await?;
+    Ok(())
+}
+
+/// A TCP listen address as `ss` shows it, e.g. `127.0.0.11:2379` or `*:22` or `[::1]:2379`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listener {
+    /// Address part (`*`, `0.0.0.0`, `[::]` for wildcards).
+    pub addr: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Listener {
+    /// True when this listener would accept connections for `host:port`.
+    pub fn serves(&self, host: &str, port: u16) -> bool {
+        if self.port != port {
+            return false;
+        }
+        let a = self.addr.trim_start_matches('[').trim_end_matches(']');
+        let h = host.trim_start_matches('[').trim_end_matches(']');
+        matches!(a, "*" | "0.0.0.0" | "::")
+            || a == h
+            || (h == "localhost" && (a == "127.0.0.1" || a == "::1"))
+    }
+}
+
+/// Parses `ss -Hltn` output (state, recv-q, send-q, local, peer).
+pub fn parse_ss(text: &str) -> Vec<Listener> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let Some(local) = cols.get(3) else { continue };
+        let Some((addr, port)) = local.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse() else { continue };
+        // `ss` may print `%lo` interface scopes: 127.0.0.53%lo:53.
+        let addr = addr.split('%').next().unwrap_or(addr).to_string();
+        out.insert(Listener { addr, port });
+    }
+    out.into_iter().collect()
+}
+
+/// Every TCP listener on the node.
+pub async fn listeners(node: &dyn Remote) -> Result<Vec<Listener>, RemoteError> {
+    let out = node.run(&Cmd::new(["ss", "-Hltn"])).await?;
+    Ok(parse_ss(&out.stdout_text()))
+}
+
+/// Pids of processes with an open file, working directory or root under `dir`.
+pub async fn processes_using(node: &dyn Remote, dir: &str) -> Result<Vec<u32>, RemoteError> {
+    let out = node
+        .run(&Cmd::script(
+            r#"d=${1%/}
+for p in /proc/[0-9]*; do
+  for f in "$p"/cwd "$p"/fd/*; do
+    l=$(readlink "$f" 2>/dev/null) || continue
+    case "$l" in "$d"|"$d"/*) echo "${p#/proc/}"; break;; esac
+  done
+done"#,
+            [dir],
+        ))
+        .await?;
+    let mut pids: Vec<u32> = out
+        .stdout_text()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// Running containers with this name, per crictl; empty when crictl is not installed.
+pub async fn crictl_running(
+    node: &dyn Remote,
+    container: &str,
+) -> Result<Vec<String>, RemoteError> {
+    let out = node
+        .run(&Cmd::script(
+            r#"command -v crictl >/dev/null 2>&1 || exit 0
+crictl ps -q --state running --name "^$1\$" --label io.kubernetes.pod.namespace=kube-system"#,
+            [container],
+        ))
+        .await?;
+    Ok(out
+        .stdout_text()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Free bytes on the filesystem that holds `path` (or its nearest existing parent).
+pub async fn free_bytes(node: &dyn Remote, path: &str) -> Result<u64, RemoteError> {
+    let out = node
+        .run(&Cmd::script(
+            r#"p=$1
+while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done
+df -P -B1 -- "$p" | tail -n 1"#,
+            [path],
+        ))
+        .await?;
+    let text = out.stdout_text();
+    text.split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| parse_err(node, "df", &text))
+}
+
+/// Device number of the filesystem holding `path` (or its nearest existing parent).
+pub async fn device_of(node: &dyn Remote, path: &str) -> Result<u64, RemoteError> {
+    let out = node
+        .run(&Cmd::script(
+            r#"p=$1
+while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done
+stat -c %d -- "$p""#,
+            [path],
+        ))
+        .await?;
+    let text = out.stdout_text();
+    text.trim()
+        .parse()
+        .map_err(|_| parse_err(node, "stat", &text))
+}
+
+/// Non-dot regular files directly in a directory (what the kubelet would run), sorted.
+pub async fn list_pod_files(node: &dyn Remote, dir: &str) -> Result<Vec<String>, RemoteError> {
+    let out = node
+        .run(&Cmd::script(
+            r#"cd -- "$1" || exit 4
+for f in *; do [ -f "$f" ] && printf '%s\n' "$f"; done; exit 0"#,
+            [dir],
+        ))
+        .await?;
+    let mut files: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('.') && *l != "*")
+        .map(String::from)
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::localhost::Localhost;
+
+    #[test]
+    fn ss_output_is_parsed_with_scopes_and_ipv6() {
+        let text = "LISTEN 0 4096 127.0.0.11:2379 0.0.0.0:*\nLISTEN 0 128 *:22 *:*\nLISTEN 0 128 [::1]:2381 [::]:*\nLISTEN 0 4096 127.0.0.53%lo:53 0.0.0.0:*\n";
+        let l = parse_ss(text);
+        assert!(l.iter().any(|x| x.serves("127.0.0.11", 2379)));
+        assert!(!l.iter().any(|x| x.serves("127.0.0.12", 2379)));
+        assert!(l.iter().any(|x| x.serves("10.0.0.1", 22)));
+        assert!(l.iter().any(|x| x.serves("::1", 2381)));
+        assert!(l.iter().any(|x| x.serves("127.0.0.53", 53)));
+    }
+
+    #[tokio::test]
+    async fn file_operations_on_a_local_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let node = Localhost::new("cp-1");
+        let a = format!("{d}/a.yaml");
+        let b = format!("{d}/moved/a.yaml");
+        std::fs::write(&a, "kind: Pod\n").unwrap();
+        assert_eq!(stat(&node, &a).await.unwrap().unwrap().size, 10);
+        assert!(stat(&node, &b).await.unwrap().is_none());
+        make_dir(&node, &format!("{d}/moved"), 0o700).await.unwrap();
+        let st = stat(&node, &format!("{d}/moved")).await.unwrap().unwrap();
+        assert!(st.is_dir);
+        assert_eq!(st.mode, 0o700);
+        let before = sha256(&node, &a).await.unwrap().unwrap();
+        move_file(&node, &a, &b).await.unwrap();
+        assert!(!exists(&node, &a).await.unwrap());
+        assert_eq!(sha256(&node, &b).await.unwrap().unwrap(), before);
+        // Never overwrites.
+        std::fs::write(&a, "other\n").unwrap();
+        let err = move_file(&node, &a, &b).await.unwrap_err().to_string();
+        assert!(err.contains("refusing to overwrite"), "{err}");
+        copy_file(&node, &b, &format!("{d}/copy.yaml"))
+            .await
+            .unwrap();
+        assert_eq!(
+            list_pod_files(&node, d).await.unwrap(),
+            ["a.yaml", "copy.yaml"]
+        );
+        std::fs::write(format!("{d}/.hidden"), "x").unwrap();
+        assert_eq!(
+            list_pod_files(&node, d).await.unwrap(),
+            ["a.yaml", "copy.yaml"]
+        );
+        assert!(free_bytes(&node, &format!("{d}/not/yet")).await.unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn atomic_write_keeps_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let node = Localhost::new("cp-1");
+        let p = format!("{d}/etcd.yaml");
+        std::fs::write(&p, "old\n").unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        let opts = crate::remote::WriteOpts {
+            temp_dir: Some(d.to_string()),
+            mode: None,
+        };
+        node.write_file_atomic(&p, b"new\n", &opts).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new\n");
+        assert_eq!(stat(&node, &p).await.unwrap().unwrap().mode, 0o640);
+        let names: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let fresh = format!("{d}/fresh");
+        let opts = crate::remote::WriteOpts {
+            temp_dir: None,
+            mode: Some(0o600),
+        };
+        node.write_file_atomic(&fresh, b"x", &opts).await.unwrap();
+        assert_eq!(stat(&node, &fresh).await.unwrap().unwrap().mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn processes_using_finds_a_process_with_cwd_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&d)
+            .spawn()
+            .unwrap();
+        let node = Localhost::new("cp-1");
+        let pids = processes_using(&node, d.to_str().unwrap()).await.unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(pids.contains(&child.id()), "{pids:?}");
+    }
+}

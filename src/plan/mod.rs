@@ -1,0 +1,513 @@
+//! The restore plan: every action the engine will take, on which node, in which stage, and how
+//! each is undone. `plan` renders it; `apply` executes exactly these actions (the engine has no
+//! other source of what to do), so what a change ticket reviewed is what runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub mod render;
+
+/// Version of the saved plan format; `apply --plan` refuses other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A complete, deterministic restore plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// [`FORMAT_VERSION`] of this file.
+    pub format_version: u32,
+    /// Version of the tool that made the plan.
+    pub tool_version: String,
+    /// Run id: names the node-side run directories, the new data directories and the token.
+    pub run_id: String,
+    /// When the plan was made (RFC 3339, UTC).
+    pub created_at: String,
+    /// Cluster name from the inventory; typed by the user to confirm.
+    pub cluster: String,
+    /// Playbook name.
+    pub playbook: String,
+    /// What the plan was made from; `apply --plan` refuses when any of it changed.
+    pub fingerprints: Fingerprints,
+    /// The snapshot to restore.
+    pub snapshot: SnapshotSummary,
+    /// Parameters shared by every member's restore.
+    pub restore: RestoreParams,
+    /// One entry per node, in inventory order.
+    pub nodes: Vec<NodeSummary>,
+    /// Preflight findings. Any [`Severity::Error`] blocks `apply`.
+    pub findings: Vec<Finding>,
+    /// Stages in order.
+    pub stages: Vec<StagePlan>,
+}
+
+/// Hashes of every input, to detect drift between `plan` and `apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprints {
+    /// SHA-256 of the inventory file's bytes.
+    pub inventory_sha256: String,
+    /// SHA-256 of the whole snapshot file.
+    pub snapshot_sha256: String,
+    /// SHA-256 of the playbook text.
+    pub playbook_sha256: String,
+    /// Per node: file name in the manifests directory -> SHA-256 of its bytes.
+    pub manifests: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The snapshot, as verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    /// Local path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: String,
+    /// Highest revision in the snapshot, when known.
+    pub revision: Option<i64>,
+    /// Key count as `etcdutl snapshot status` reports it, when known.
+    pub total_keys: Option<u64>,
+    /// One-line verdict.
+    pub verdict: String,
+}
+
+/// One member of the restored cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedMember {
+    /// Node and member name (`--name`).
+    pub name: String,
+    /// Peer URLs (`--initial-advertise-peer-urls`).
+    pub peer_urls: Vec<String>,
+    /// Member ID etcd will compute, hex.
+    pub member_id: String,
+}
+
+/// Parameters shared by every member's restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreParams {
+    /// `--initial-cluster`, identical on every node.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token`, fresh for this run.
+    pub token: String,
+    /// `--bump-revision` (always with `--mark-compacted`), or `None` when a restore tool lacks it.
+    pub bump_revision: Option<u64>,
+    /// The members, in inventory order.
+    pub members: Vec<ExpectedMember>,
+    /// Cluster ID etcd will compute, hex.
+    pub cluster_id: String,
+}
+
+/// Per-node facts the plan relies on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// Node name.
+    pub name: String,
+    /// SSH address.
+    pub host: String,
+    /// etcd server version (from the image), when known.
+    pub etcd_version: Option<String>,
+    /// Restore tool path on the node.
+    pub restore_tool: String,
+    /// Restore tool version.
+    pub restore_tool_version: String,
+    /// Manifests directory (kubelet `staticPodPath`).
+    pub manifests_dir: String,
+    /// Host path of the data directory today (kept untouched).
+    pub data_dir_old: String,
+    /// Host path the restore writes to.
+    pub data_dir_new: String,
+    /// Node-side run directory (moved manifests, original copies, staged snapshot, state).
+    pub run_dir: String,
+    /// Client URL used for health checks, as seen from the node (`https://host:port`).
+    pub client_endpoint: String,
+    /// Host paths of the CA, client certificate and key for health checks (read over SSH
+    /// when needed, kept in memory only).
+    pub client_tls: Option<(String, String, String)>,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Does not block; shown loudly, and confirmed when interactive.
+    Warning,
+    /// Blocks `apply`.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// A preflight finding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Finding {
+    /// How bad.
+    pub severity: Severity,
+    /// Node it concerns, or `None` for the whole cluster / the snapshot.
+    pub node: Option<String>,
+    /// What was found.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// One stage: its steps run on all nodes, then a barrier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagePlan {
+    /// Stage name from the playbook.
+    pub name: String,
+    /// Steps in order.
+    pub steps: Vec<StepPlan>,
+}
+
+/// One step of a stage, with its actions on each node or once for the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepPlan {
+    /// Stable id, `<stage>/<index>`, used by the journal.
+    pub id: String,
+    /// Step type from the playbook.
+    pub kind: String,
+    /// Human title.
+    pub title: String,
+    /// True when the step changes a node (the first such step is the point of no return for
+    /// a silent abort: from there on, failure means rollback).
+    pub destructive: bool,
+    /// Where the step runs.
+    pub scope: Scope,
+}
+
+/// Where a step runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// On each node, in parallel.
+    Nodes(BTreeMap<String, Actions>),
+    /// Once, for the whole cluster.
+    Cluster(Actions),
+    /// Skipped in this run, with the reason (e.g. `when: no-revision-bump` with bump support).
+    Skipped(String),
+}
+
+/// What a step does and how it is undone.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Actions {
+    /// Done in order.
+    pub actions: Vec<Action>,
+    /// Done in order to undo the step after it completed (or partly completed).
+    pub rollback: Vec<Action>,
+}
+
+/// A `host:port` that a pod listens on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Host as seen from the node.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// An HTTP(S) readiness probe, as the kubelet would run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpProbe {
+    /// `http` or `https` (certificates are not verified, as by the kubelet).
+    pub scheme: String,
+    /// Host as seen from the node.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path, e.g. `/readyz`.
+    pub path: String,
+}
+
+impl fmt::Display for HttpProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ep = Endpoint {
+            host: self.host.clone(),
+            port: self.port,
+        };
+        write!(f, "{}://{}{}", self.scheme.to_lowercase(), ep, self.path)
+    }
+}
+
+/// One concrete action. The engine executes these and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Action {
+    /// Create the per-node lock file (refuse if another run holds it).
+    AcquireLock {
+        /// Lock file path.
+        path: String,
+    },
+    /// Remove the lock file if this run holds it.
+    ReleaseLock {
+        /// Lock file path.
+        path: String,
+    },
+    /// Create a directory.
+    MakeDir {
+        /// Path.
+        path: String,
+        /// Mode.
+        mode: u32,
+    },
+    /// Save this plan and the node's step state in the node-side run directory.
+    SaveRunState {
+        /// Run directory.
+        dir: String,
+    },
+    /// Copy a file, keeping mode and owner; never overwrites.
+    CopyFile {
+        /// Source.
+        from: String,
+        /// Destination.
+        to: String,
+    },
+    /// Rename a file; never overwrites. Done when `from` is gone and `to` exists.
+    MoveFile {
+        /// Source.
+        from: String,
+        /// Destination.
+        to: String,
+    },
+    /// Stream the snapshot to the node and check the SHA-256 of what landed.
+    Upload {
+        /// Destination.
+        to: String,
+        /// Expected SHA-256.
+        sha256: String,
+        /// Size in bytes.
+        size: u64,
+        /// File mode.
+        mode: u32,
+    },
+    /// Check a file's SHA-256.
+    CheckSha256 {
+        /// Path.
+        path: String,
+        /// Expected SHA-256.
+        sha256: String,
+    },
+    /// Remove a file this run created.
+    RemoveOwnFile {
+        /// Path.
+        path: String,
+    },
+    /// Wait until a static pod is gone: nothing listens on its endpoints, no process uses its
+    /// directories, crictl (where installed) shows no running container.
+    WaitStopped {
+        /// Pod (container) name.
+        pod: String,
+        /// Endpoints that must be closed.
+        endpoints: Vec<Endpoint>,
+        /// Directories no process may use.
+        dirs: Vec<String>,
+        /// Seconds.
+        timeout: u64,
+    },
+    /// Wait until a static pod listens on its endpoints again.
+    WaitListening {
+        /// Pod (container) name.
+        pod: String,
+        /// Endpoints that must be open.
+        endpoints: Vec<Endpoint>,
+        /// Seconds.
+        timeout: u64,
+    },
+    /// Restore the snapshot into a new data directory.
+    Restore {
+        /// Exact argv.
+        argv: Vec<String>,
+        /// Environment for the command.
+        env: Vec<(String, String)>,
+        /// New data directory (must not exist yet).
+        data_dir: String,
+        /// New WAL directory, when the server uses `--wal-dir`.
+        wal_dir: Option<String>,
+        /// The restored tree gets this path's owner and group.
+        owner_like: String,
+        /// Seconds.
+        timeout: u64,
+    },
+    /// Replace a file's contents atomically (temp file outside the manifests directory, fsync,
+    /// rename). Done when the file already has `after_sha256`; refused when it has neither hash.
+    WriteFile {
+        /// Path.
+        path: String,
+        /// Expected current SHA-256.
+        before_sha256: String,
+        /// SHA-256 of `content`.
+        after_sha256: String,
+        /// New contents (manifests only; never secrets).
+        content: String,
+        /// Unified diff from the current contents.
+        diff: String,
+        /// Directory for the temporary file.
+        temp_dir: String,
+    },
+    /// Run a command; exit status 0 means success.
+    Run {
+        /// Exact argv.
+        argv: Vec<String>,
+        /// Seconds.
+        timeout: u64,
+    },
+    /// Wait until etcd is healthy with exactly the planned members and cluster ID.
+    WaitEtcdHealthy {
+        /// Seconds.
+        timeout: u64,
+    },
+    /// Wait until each node's apiserver readiness probe passes.
+    WaitApiserverReady {
+        /// Node -> probe from its kube-apiserver.yaml.
+        probes: BTreeMap<String, HttpProbe>,
+        /// Seconds.
+        timeout: u64,
+    },
+    /// Point kubeadm's ClusterConfiguration `etcd.local.dataDir` at the new directory when
+    /// kubectl and an admin kubeconfig are on the node; otherwise record the follow-up.
+    KubeadmConfig {
+        /// Node whose kubectl is used.
+        node: String,
+        /// Admin kubeconfig on the node.
+        kubeconfig: String,
+        /// New data directory.
+        data_dir: String,
+    },
+    /// Something that happens and cannot be previewed in detail.
+    Note {
+        /// What and why.
+        text: String,
+    },
+}
+
+impl Action {
+    /// True when the action changes something on a node.
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            Action::MoveFile { .. }
+                | Action::Restore { .. }
+                | Action::WriteFile { .. }
+                | Action::Run { .. }
+                | Action::KubeadmConfig { .. }
+        )
+    }
+
+    /// False when the plan cannot show the effect in full (a custom command's effect).
+    pub fn is_previewable(&self) -> bool {
+        !matches!(
+            self,
+            Action::Run { .. } | Action::KubeadmConfig { .. } | Action::Note { .. }
+        )
+    }
+
+    /// One line for plans, progress and reports.
+    pub fn describe(&self) -> String {
+        let join = |v: &[Endpoint]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Action::AcquireLock { path } => format!("take the run lock {path}"),
+            Action::ReleaseLock { path } => format!("release the run lock {path}"),
+            Action::MakeDir { path, mode } => format!("create directory {path} (mode {mode:o})"),
+            Action::SaveRunState { dir } => format!("save the plan and step state in {dir}"),
+            Action::CopyFile { from, to } => format!("copy {from} -> {to}"),
+            Action::MoveFile { from, to } => format!("move {from} -> {to}"),
+            Action::Upload { to, size, mode, .. } => {
+                format!("upload the snapshot ({size} bytes) to {to} (mode {mode:o}), verify SHA-256")
+            }
+            Action::CheckSha256 { path, sha256 } => format!("check sha256({path}) = {sha256}"),
+            Action::RemoveOwnFile { path } => format!("remove {path}"),
+            Action::WaitStopped { pod, endpoints, dirs, timeout } => {
+                let mut s = format!("wait up to {timeout}s until {pod} is gone: nothing listens on {}", join(endpoints));
+                if !dirs.is_empty() {
+                    s.push_str(&format!(", no process uses {}", dirs.join(", ")));
+                }
+                s.push_str(", no running container (crictl, where installed)");
+                s
+            }
+            Action::WaitListening { pod, endpoints, timeout } => {
+                format!("wait up to {timeout}s until {pod} listens on {}", join(endpoints))
+            }
+            Action::Restore { argv, env, .. } => {
+                let mut s = String::from("run ");
+                for (k, v) in env {
+                    s.push_str(&format!("{k}={} ", crate::remote::shell_quote(v)));
+                }
+                s.push_str(&crate::remote::shell_join(argv));
+                s
+            }
+            Action::WriteFile { path, .. } => format!("rewrite {path} atomically (diff below)"),
+            Action::Run { argv, timeout } => {
+                format!("run {} (up to {timeout}s; effect not previewable)", crate::remote::shell_join(argv))
+            }
+            Action::WaitEtcdHealthy { timeout } => format!(
+                "wait up to {timeout}s until etcd is healthy: exactly the planned members with client URLs, one leader, the planned cluster ID, no alarms, a linearizable read on every member, equal HashKV at one revision"
+            ),
+            Action::WaitApiserverReady { probes, timeout } => format!(
+                "wait up to {timeout}s until every apiserver's readiness probe passes: {}",
+                probes
+                    .iter()
+                    .map(|(n, p)| format!("{n} {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Action::KubeadmConfig { node, kubeconfig, data_dir } => format!(
+                "on {node}: set etcd.local.dataDir to {data_dir} in the kubeadm-config ConfigMap with kubectl --kubeconfig {kubeconfig}, when kubectl and {kubeconfig} exist there; otherwise report the command to run (effect not previewable)"
+            ),
+            Action::Note { text } => text.clone(),
+        }
+    }
+}
+
+impl Plan {
+    /// Findings of this severity or worse.
+    pub fn findings_at_least(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.severity >= severity)
+    }
+
+    /// True when no finding blocks `apply`.
+    pub fn is_applicable(&self) -> bool {
+        self.findings_at_least(Severity::Error).next().is_none()
+    }
+
+    /// The node summary by name.
+    pub fn node(&self, name: &str) -> Option<&NodeSummary> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Every step id in execution order.
+    pub fn step_ids(&self) -> impl Iterator<Item = &str> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.steps.iter().map(|st| st.id.as_str()))
+    }
+
+    /// Saves the plan as pretty JSON.
+    pub fn to_json(&self) -> String {
+        // Plain data of strings, numbers and maps: serialisation cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
