@@ -33,17 +33,27 @@ struct Vol<'a> {
     read_only: bool,
 }
 
-fn probe(
-    out: &mut String,
-    kind: &str,
-    host: &str,
-    path: &str,
+/// An httpGet probe as kubeadm writes it.
+struct Probe<'a> {
+    kind: &'a str,
+    path: &'a str,
     port: u16,
-    scheme: &str,
+    scheme: &'a str,
     failure: u32,
     initial: bool,
     period: u32,
-) {
+}
+
+fn probe(out: &mut String, host: &str, p: Probe<'_>) {
+    let Probe {
+        kind,
+        path,
+        port,
+        scheme,
+        failure,
+        initial,
+        period,
+    } = p;
     let _ = writeln!(out, "    {kind}:");
     let _ = writeln!(out, "      failureThreshold: {failure}");
     let _ = writeln!(out, "      httpGet:");
@@ -159,14 +169,16 @@ pub fn etcd(
     let _ = writeln!(out, "    imagePullPolicy: IfNotPresent");
     probe(
         &mut out,
-        "livenessProbe",
         &host,
-        "/health?exclude=NOSPACE&serializable=true",
-        2381,
-        "HTTP",
-        8,
-        true,
-        10,
+        Probe {
+            kind: "livenessProbe",
+            path: "/health?exclude=NOSPACE&serializable=true",
+            port: 2381,
+            scheme: "HTTP",
+            failure: 8,
+            initial: true,
+            period: 10,
+        },
     );
     let _ = writeln!(out, "    name: etcd");
     let _ = writeln!(out, "    resources:");
@@ -175,14 +187,16 @@ pub fn etcd(
     let _ = writeln!(out, "        memory: 100Mi");
     probe(
         &mut out,
-        "startupProbe",
         &host,
-        "/health?serializable=false",
-        2381,
-        "HTTP",
-        24,
-        true,
-        10,
+        Probe {
+            kind: "startupProbe",
+            path: "/health?serializable=false",
+            port: 2381,
+            scheme: "HTTP",
+            failure: 24,
+            initial: true,
+            period: 10,
+        },
     );
     volumes(
         &mut out,
@@ -291,40 +305,46 @@ pub fn kube_apiserver(node: &NodePaths, ip: Ipv4Addr) -> String {
     let _ = writeln!(out, "    imagePullPolicy: IfNotPresent");
     probe(
         &mut out,
-        "livenessProbe",
         &host,
-        "/livez",
-        6443,
-        "HTTPS",
-        8,
-        true,
-        10,
+        Probe {
+            kind: "livenessProbe",
+            path: "/livez",
+            port: 6443,
+            scheme: "HTTPS",
+            failure: 8,
+            initial: true,
+            period: 10,
+        },
     );
     let _ = writeln!(out, "    name: kube-apiserver");
     probe(
         &mut out,
-        "readinessProbe",
         &host,
-        "/readyz",
-        6443,
-        "HTTPS",
-        3,
-        false,
-        1,
+        Probe {
+            kind: "readinessProbe",
+            path: "/readyz",
+            port: 6443,
+            scheme: "HTTPS",
+            failure: 3,
+            initial: false,
+            period: 1,
+        },
     );
     let _ = writeln!(out, "    resources:");
     let _ = writeln!(out, "      requests:");
     let _ = writeln!(out, "        cpu: 250m");
     probe(
         &mut out,
-        "startupProbe",
         &host,
-        "/livez",
-        6443,
-        "HTTPS",
-        24,
-        true,
-        10,
+        Probe {
+            kind: "startupProbe",
+            path: "/livez",
+            port: 6443,
+            scheme: "HTTPS",
+            failure: 24,
+            initial: true,
+            period: 10,
+        },
     );
     let mut vols: Vec<Vol<'_>> = CA_VOLS
         .iter()
@@ -373,14 +393,16 @@ pub fn kube_controller_manager(node: &NodePaths, ip: Ipv4Addr) -> String {
     let _ = writeln!(out, "    imagePullPolicy: IfNotPresent");
     probe(
         &mut out,
-        "livenessProbe",
         &host,
-        "/healthz",
-        10257,
-        "HTTPS",
-        8,
-        true,
-        10,
+        Probe {
+            kind: "livenessProbe",
+            path: "/healthz",
+            port: 10257,
+            scheme: "HTTPS",
+            failure: 8,
+            initial: true,
+            period: 10,
+        },
     );
     let _ = writeln!(out, "    name: kube-controller-manager");
     let _ = writeln!(out, "    resources:");
@@ -388,14 +410,16 @@ pub fn kube_controller_manager(node: &NodePaths, ip: Ipv4Addr) -> String {
     let _ = writeln!(out, "        cpu: 200m");
     probe(
         &mut out,
-        "startupProbe",
         &host,
-        "/healthz",
-        10257,
-        "HTTPS",
-        24,
-        true,
-        10,
+        Probe {
+            kind: "startupProbe",
+            path: "/healthz",
+            port: 10257,
+            scheme: "HTTPS",
+            failure: 24,
+            initial: true,
+            period: 10,
+        },
     );
     let mut vols: Vec<Vol<'_>> = CA_VOLS
         .iter()
@@ -447,14 +471,16 @@ pub fn kube_scheduler(node: &NodePaths, ip: Ipv4Addr) -> String {
     let _ = writeln!(out, "    imagePullPolicy: IfNotPresent");
     probe(
         &mut out,
-        "livenessProbe",
         &host,
-        "/healthz",
-        10259,
-        "HTTPS",
-        8,
-        true,
-        10,
+        Probe {
+            kind: "livenessProbe",
+            path: "/healthz",
+            port: 10259,
+            scheme: "HTTPS",
+            failure: 8,
+            initial: true,
+            period: 10,
+        },
     );
     let _ = writeln!(out, "    name: kube-scheduler");
     let _ = writeln!(out, "    resources:");
@@ -462,14 +488,16 @@ pub fn kube_scheduler(node: &NodePaths, ip: Ipv4Addr) -> String {
     let _ = writeln!(out, "        cpu: 100m");
     probe(
         &mut out,
-        "startupProbe",
         &host,
-        "/healthz",
-        10259,
-        "HTTPS",
-        24,
-        true,
-        10,
+        Probe {
+            kind: "startupProbe",
+            path: "/healthz",
+            port: 10259,
+            scheme: "HTTPS",
+            failure: 24,
+            initial: true,
+            period: 10,
+        },
     );
     volumes(
         &mut out,

@@ -233,28 +233,22 @@ fn prepare_volumes(spec: &PodSpec) -> Result<()> {
         let Some(hp) = vol else { continue };
         let p = Path::new(&hp.path);
         match hp.kind.as_str() {
-            "DirectoryOrCreate" => {
-                if !p.is_dir() {
-                    fs::create_dir_all(p).with_context(|| {
-                        format!("hostPath {}: cannot create directory", hp.path)
-                    })?;
-                    util::chmod(p, 0o755)?;
-                }
+            "DirectoryOrCreate" if !p.is_dir() => {
+                fs::create_dir_all(p)
+                    .with_context(|| format!("hostPath {}: cannot create directory", hp.path))?;
+                util::chmod(p, 0o755)?;
             }
             "Directory" if !p.is_dir() => {
                 bail!("hostPath type check failed: {} is not a directory", hp.path)
             }
-            "FileOrCreate" => {
-                if !p.exists() {
-                    if let Some(parent) = p.parent() {
-                        fs::create_dir_all(parent).with_context(|| {
-                            format!("hostPath {}: cannot create parent", hp.path)
-                        })?;
-                    }
-                    File::create(p)
-                        .with_context(|| format!("hostPath {}: cannot create file", hp.path))?;
-                    util::chmod(p, 0o644)?;
+            "FileOrCreate" if !p.exists() => {
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent)
+                        .with_context(|| format!("hostPath {}: cannot create parent", hp.path))?;
                 }
+                File::create(p)
+                    .with_context(|| format!("hostPath {}: cannot create file", hp.path))?;
+                util::chmod(p, 0o644)?;
             }
             "File" if !p.is_file() => {
                 bail!("hostPath type check failed: {} is not a file", hp.path)
@@ -357,8 +351,10 @@ impl Runner {
         seen.insert(msg);
     }
 
-    /// Lists the static pod path like the kubelet's file source and returns the wanted pods.
-    fn scan(&mut self) -> BTreeMap<String, Desired> {
+    /// Lists the static pod path like the kubelet's file source and returns the wanted pods;
+    /// `None` when the directory cannot be read for another reason than not existing (the
+    /// kubelet then keeps what runs; a missing directory means no static pods).
+    fn scan(&mut self) -> Option<BTreeMap<String, Desired>> {
         let mut seen = BTreeSet::new();
         let mut wanted: BTreeMap<String, Desired> = BTreeMap::new();
         let mut names: Vec<String> = match fs::read_dir(&self.manifests) {
@@ -367,13 +363,22 @@ impl Runner {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| !n.starts_with('.'))
                 .collect(),
-            Err(e) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let m = format!(
-                    "cannot list static pod path {}: {e}",
+                    "static pod path {} does not exist: no static pods",
                     self.manifests.display()
                 );
                 self.report(&mut seen, m);
                 Vec::new()
+            }
+            Err(e) => {
+                let m = format!(
+                    "cannot list static pod path {}: {e}; keeping the pods as they are",
+                    self.manifests.display()
+                );
+                self.report(&mut seen, m);
+                self.reported = seen;
+                return None;
             }
         };
         names.sort();
@@ -447,7 +452,7 @@ impl Runner {
             );
         }
         self.reported = seen;
-        wanted
+        Some(wanted)
     }
 
     fn apply(&mut self, wanted: BTreeMap<String, Desired>) {
@@ -816,7 +821,13 @@ pub fn run(lab_dir: &Path, node: &str) -> Result<()> {
         util::format_duration(r.poll)
     ));
     r.adopt();
-    let wanted = r.scan();
+    // Until the static pod path can be read, decide nothing (adopted pods keep running).
+    let wanted = loop {
+        if let Some(w) = r.scan() {
+            break w;
+        }
+        std::thread::sleep(r.poll);
+    };
     let adopted: Vec<String> = r
         .slots
         .iter()
@@ -863,8 +874,9 @@ pub fn run(lab_dir: &Path, node: &str) -> Result<()> {
                 _ = tokio::time::sleep(TICK) => {}
             }
             if Instant::now() >= next_scan {
-                let wanted = r.scan();
-                r.apply(wanted);
+                if let Some(wanted) = r.scan() {
+                    r.apply(wanted);
+                }
                 next_scan = Instant::now() + r.poll;
             }
             r.tick();

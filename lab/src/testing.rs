@@ -286,7 +286,7 @@ impl Lab {
                 self.dir.display()
             );
         }
-        if keep() || (failed && keep()) {
+        if failed && keep() {
             if let Some(t) = self.tempdir.take() {
                 let p = t.keep();
                 eprintln!("etcd-recover-lab: kept lab directory {}", p.display());

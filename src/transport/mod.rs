@@ -1,1 +1,22 @@
-//! (module under construction)
+//! [`crate::remote::Remote`] over SSH with russh: the only module that knows russh.
+//!
+//! - [`Connector`] opens [`SshNode`]s from [`crate::inventory::SshTarget`]s, in parallel,
+//!   through jump hosts, sharing loaded keys so each passphrase is asked once.
+//! - Host keys are checked strictly against known_hosts ([`known_hosts`]); unknown keys are
+//!   refused unless `accept_new_host_keys` is set, changed keys always.
+//! - [`SshNode`] implements [`crate::remote::Remote`]: commands (with `sudo -n` when needed),
+//!   atomic file writes, streaming uploads verified by SHA-256, and local port forwards.
+//!
+//! Design notes: one russh `Handle` per node, shared by every operation (channels are cheap);
+//! keepalives instead of an inactivity timeout, because restores have long silent phases; no
+//! PTY, so standard error stays separate and output is byte-exact.
+
+mod auth;
+mod forward;
+pub mod known_hosts;
+mod node;
+mod scripts;
+mod session;
+
+pub use auth::{KeyStore, NoPrompt, PassphrasePrompt};
+pub use node::{ConnectOptions, Connector, SshNode};

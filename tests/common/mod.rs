@@ -1,7 +1,9 @@
-//! A throwaway etcd 3.5.1 for tests: plain HTTP on 127.0.0.1, free ports, a temporary data
+//! Shared test fixtures: a throwaway sshd ([`sshd`]) and a throwaway etcd 3.5.1: plain HTTP on 127.0.0.1, free ports, a temporary data
 //! dir. The process is stopped when the guard is dropped, also when a test panics.
 
 #![allow(dead_code)]
+
+pub mod sshd;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

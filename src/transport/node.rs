@@ -1,0 +1,618 @@
+//! [`SshNode`]: one authenticated session to a node, implementing [`Remote`].
+//!
+//! One russh `Handle` per node, shared by every operation: each command, upload and forwarded
+//! connection opens its own channel, so they can run concurrently. Command lines are built by
+//! [`crate::remote::shell_join`] only; privileged commands are prefixed with `sudo -n --` when
+//! the node needs it (never with a password, and never with a PTY).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::client::{Handle, Msg};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::auth::{KeyStore, PassphrasePrompt};
+use super::forward;
+use super::scripts;
+use super::session::{self, ClientHandler};
+use crate::inventory::{SshTarget, SudoMode};
+use crate::remote::{
+    shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn, Remote, RemoteError, WriteOpts,
+};
+
+/// Largest output `exec` keeps per stream; beyond it the command fails rather than filling
+/// memory (`read_file` is for small files; large ones go through streaming operations).
+const MAX_OUTPUT: usize = 64 << 20;
+
+/// Upload chunk size: large enough that per-chunk overhead vanishes, small enough to keep a
+/// few in flight without noticeable memory.
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+/// Chunks read ahead of the network; with [`UPLOAD_CHUNK`] this bounds upload buffers to 1 MiB
+/// on our side, plus the SSH channel window on the wire.
+const UPLOAD_QUEUE: usize = 4;
+
+/// Seconds the node-side `timeout` backstop waits beyond a command's own limit.
+const REMOTE_GRACE_SECS: u64 = 2;
+
+/// How connections are made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectOptions {
+    /// Record unknown host keys (`StrictHostKeyChecking=accept-new`). A changed key is always
+    /// refused.
+    pub accept_new_host_keys: bool,
+}
+
+/// Opens sessions to nodes; shares loaded keys (and so passphrase prompts) between them.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    keys: Arc<KeyStore>,
+    options: ConnectOptions,
+}
+
+impl Connector {
+    /// A connector that asks for key passphrases through `prompt`.
+    pub fn new(options: ConnectOptions, prompt: Arc<dyn PassphrasePrompt>) -> Self {
+        Connector {
+            keys: Arc::new(KeyStore::new(prompt)),
+            options,
+        }
+    }
+
+    /// Connects to every target in parallel. Key files are loaded (and passphrases asked) first,
+    /// so that connection timeouts do not run while the user types.
+    pub async fn connect_all(&self, targets: &[SshTarget]) -> Vec<Result<SshNode, RemoteError>> {
+        self.keys.preload(&key_files(targets)).await;
+        futures::future::join_all(targets.iter().map(|t| self.connect_loaded(t))).await
+    }
+
+    /// Connects to one target.
+    pub async fn connect(&self, target: &SshTarget) -> Result<SshNode, RemoteError> {
+        self.keys
+            .preload(&key_files(std::slice::from_ref(target)))
+            .await;
+        self.connect_loaded(target).await
+    }
+
+    async fn connect_loaded(&self, target: &SshTarget) -> Result<SshNode, RemoteError> {
+        let connected =
+            session::connect(target, &self.keys, self.options.accept_new_host_keys).await?;
+        let mut node = SshNode {
+            target: target.clone(),
+            handle: Arc::new(connected.handle),
+            jumps: connected.jumps,
+            is_root: false,
+            use_sudo: false,
+            notes: connected.notes,
+        };
+        let id = node
+            .run(
+                &Cmd::new(["id", "-u"])
+                    .unprivileged()
+                    .timeout(target.connect_timeout),
+            )
+            .await?;
+        node.is_root = id.stdout_text().trim() == "0";
+        node.use_sudo = match target.sudo {
+            SudoMode::Auto => !node.is_root,
+            SudoMode::Always => true,
+            SudoMode::Never => false,
+        };
+        Ok(node)
+    }
+}
+
+fn key_files(targets: &[SshTarget]) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for t in targets {
+        for e in t.jumps.iter().chain(std::iter::once(&t.endpoint)) {
+            for f in &e.identity_files {
+                if !files.contains(f) {
+                    files.push(f.clone());
+                }
+            }
+        }
+    }
+    files
+}
+
+/// An authenticated SSH session to one node.
+pub struct SshNode {
+    target: SshTarget,
+    handle: Arc<Handle<ClientHandler>>,
+    /// Sessions to the jump hosts; the node's session is tunnelled through them.
+    jumps: Vec<Handle<ClientHandler>>,
+    is_root: bool,
+    use_sudo: bool,
+    notes: Vec<String>,
+}
+
+impl std::fmt::Debug for SshNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshNode")
+            .field("node", &self.target.node)
+            .field("endpoint", &self.target.endpoint.to_string())
+            .field("jumps", &self.jumps.len())
+            .field("use_sudo", &self.use_sudo)
+            .finish()
+    }
+}
+
+/// How a channel ended, before it becomes an [`Output`] or an error.
+struct Ended {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl SshNode {
+    /// The resolved settings this session was opened with.
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// True when the SSH user is root.
+    pub fn is_root(&self) -> bool {
+        self.is_root
+    }
+
+    /// True when privileged commands go through `sudo -n`.
+    pub fn uses_sudo(&self) -> bool {
+        self.use_sudo
+    }
+
+    /// Things the user should know about this connection (e.g. a newly recorded host key).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Checks that privileged commands can run (`sudo -n true` when sudo is used).
+    pub async fn check_sudo(&self) -> Result<(), RemoteError> {
+        let out = self
+            .exec(&Cmd::new(["true"]).timeout(self.target.command_timeout))
+            .await?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RemoteError::Command {
+                node: self.target.node.clone(),
+                cmd: "true".into(),
+                stderr: out.stderr_text(),
+                status: out.status,
+            })
+        }
+    }
+
+    /// Ends the session (and the jump sessions) politely.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+        for j in self.jumps.iter().rev() {
+            let _ = j.disconnect(Disconnect::ByApplication, "", "en").await;
+        }
+    }
+
+    /// The one place a command line is built: `[sudo -n --] [timeout -s KILL N] argv...`.
+    ///
+    /// `limit` arms coreutils `timeout` on the node as a backstop: closing an SSH channel does
+    /// not stop a command without a PTY, and sshd refuses signal requests in common setups
+    /// (root logins: "session signalling requires privilege separation"). The node-side limit
+    /// is a little longer than ours, so our timeout reports first.
+    fn command_line(&self, cmd: &Cmd, limit: Option<Duration>) -> String {
+        let mut argv: Vec<String> = Vec::new();
+        if cmd.privileged && self.use_sudo {
+            argv.extend(["sudo", "-n", "--"].map(String::from));
+        }
+        if let Some(limit) = limit {
+            let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
+            argv.extend([
+                "timeout".to_string(),
+                "-s".into(),
+                "KILL".into(),
+                secs.to_string(),
+            ]);
+        }
+        argv.extend(cmd.argv.iter().cloned());
+        shell_join(&argv)
+    }
+
+    fn other(&self, reason: impl Into<String>) -> RemoteError {
+        RemoteError::Other {
+            node: self.target.node.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Turns sudo's own refusal into [`RemoteError::Sudo`]; anything else is the command's.
+    fn sudo_refusal(&self, cmd: &Cmd, ended: &Ended) -> Option<RemoteError> {
+        if !(cmd.privileged && self.use_sudo) || ended.status != ExitStatus::Code(1) {
+            return None;
+        }
+        let stderr = String::from_utf8_lossy(&ended.stderr);
+        let refusals = [
+            "a password is required",
+            "a terminal is required",
+            "is not in the sudoers file",
+            "is not allowed to execute",
+            "may not run sudo",
+        ];
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("sudo:") && refusals.iter().any(|r| l.contains(r)))?;
+        Some(RemoteError::Sudo {
+            node: self.target.node.clone(),
+            user: self.target.endpoint.user.clone(),
+            reason: format!(
+                "{}; etcd-recover runs `sudo -n` and never types a password: allow {} passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/) or connect as root",
+                line.trim(),
+                self.target.endpoint.user
+            ),
+        })
+    }
+
+    /// Opens a channel, starts `command`, and collects its output while `feed` writes its
+    /// standard input. Gives up after `timeout`, killing the command (best effort).
+    async fn run_channel<F, Fut>(
+        &self,
+        command: &str,
+        timeout: Duration,
+        feed: F,
+    ) -> Result<Ended, RemoteError>
+    where
+        F: FnOnce(Arc<ChannelWriteHalf<Msg>>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), FeedError>>,
+    {
+        let channel = self.handle.channel_open_session().await.map_err(|e| {
+            self.other(format!(
+                "cannot open an SSH channel (the connection may be lost): {e}"
+            ))
+        })?;
+        let (read, write) = channel.split();
+        let write = Arc::new(write);
+        write
+            .exec(true, command.as_bytes().to_vec())
+            .await
+            .map_err(|e| self.other(format!("cannot start a command: {e}")))?;
+        let work = async {
+            let reader = collect(read);
+            let writer = feed(write.clone());
+            tokio::pin!(reader, writer);
+            let mut writer_done = false;
+            loop {
+                tokio::select! {
+                    fed = &mut writer, if !writer_done => {
+                        writer_done = true;
+                        match fed {
+                            Ok(()) => {}
+                            // A command may exit without reading all its input; what it
+                            // printed and its exit status tell what happened.
+                            Err(FeedError::Closed) => {}
+                            Err(FeedError::Local(e)) => return Err(e),
+                        }
+                    }
+                    ended = &mut reader => return ended.map_err(|r| self.other(r)),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, work).await;
+        match outcome {
+            Ok(Ok(ended)) => Ok(ended),
+            Ok(Err(e)) => {
+                // Closing the channel ends the command's input, so it stops too.
+                let _ = write.close().await;
+                Err(e)
+            }
+            Err(_) => {
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.close().await;
+                Err(RemoteError::Timeout {
+                    node: self.target.node.clone(),
+                    cmd: command.to_string(),
+                    timeout,
+                })
+            }
+        }
+    }
+}
+
+/// Why feeding a command's standard input stopped early.
+enum FeedError {
+    /// The channel closed first; the command's exit status tells why.
+    Closed,
+    /// A problem on our side; the command is abandoned.
+    Local(RemoteError),
+}
+
+/// Reads a channel to its end: standard output, standard error, exit status.
+async fn collect(mut read: ChannelReadHalf) -> Result<Ended, String> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut status = None;
+    // The loop must run until the channel closes: data can follow the exit status.
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => append(&mut stdout, &data, "standard output")?,
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                append(&mut stderr, &data, "standard error")?
+            }
+            ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                status = Some(ExitStatus::Signal(signal_text(&signal_name)))
+            }
+            ChannelMsg::Failure => return Err("sshd refused to run the command".into()),
+            _ => {}
+        }
+    }
+    match status {
+        Some(status) => Ok(Ended {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err("the command ended without an exit status (connection lost?)".into()),
+    }
+}
+
+fn append(buf: &mut Vec<u8>, data: &[u8], what: &str) -> Result<(), String> {
+    if buf.len() + data.len() > MAX_OUTPUT {
+        return Err(format!(
+            "the command's {what} exceeds {} MiB",
+            MAX_OUTPUT >> 20
+        ));
+    }
+    buf.extend_from_slice(data);
+    Ok(())
+}
+
+fn signal_text(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for SshNode {
+    fn node(&self) -> &str {
+        &self.target.node
+    }
+
+    async fn exec(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
+        let line = self.command_line(cmd, Some(cmd.timeout));
+        let started = Instant::now();
+        let stdin = cmd.stdin.clone();
+        let ended = self
+            .run_channel(&line, cmd.timeout, |w| async move {
+                if let Some(data) = stdin {
+                    w.data_bytes(data).await.map_err(|_| FeedError::Closed)?;
+                }
+                w.eof().await.map_err(|_| FeedError::Closed)
+            })
+            .await
+            .map_err(|e| match e {
+                RemoteError::Timeout { node, timeout, .. } => RemoteError::Timeout {
+                    node,
+                    cmd: cmd.to_string(),
+                    timeout,
+                },
+                other => other,
+            })?;
+        if let Some(refusal) = self.sudo_refusal(cmd, &ended) {
+            return Err(refusal);
+        }
+        Ok(Output {
+            status: ended.status,
+            stdout: ended.stdout,
+            stderr: ended.stderr,
+            duration: started.elapsed(),
+        })
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Vec<u8>, RemoteError> {
+        let out = self
+            .run(&Cmd::new(["cat", "--", path]).timeout(self.target.command_timeout))
+            .await?;
+        Ok(out.stdout)
+    }
+
+    async fn write_file_atomic(
+        &self,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOpts,
+    ) -> Result<(), RemoteError> {
+        let mode = format!("{:o}", opts.mode.unwrap_or(0o600));
+        let cmd = Cmd::script(
+            scripts::WRITE_ATOMIC,
+            [path, opts.temp_dir.as_deref().unwrap_or(""), &mode],
+        )
+        .stdin(contents)
+        .timeout(self.target.command_timeout);
+        self.run(&cmd).await.map(|_| ())
+    }
+
+    async fn upload(
+        &self,
+        local: &Path,
+        remote_path: &str,
+        mode: u32,
+        progress: ProgressFn<'_>,
+    ) -> Result<[u8; 32], RemoteError> {
+        self.upload_file(local, remote_path, mode, progress).await
+    }
+
+    async fn forward(&self, host: &str, port: u16) -> Result<Forward, RemoteError> {
+        forward::open(self.handle.clone(), &self.target.node, host, port).await
+    }
+}
+
+impl SshNode {
+    async fn upload_file(
+        &self,
+        local: &Path,
+        remote_path: &str,
+        mode: u32,
+        progress: ProgressFn<'_>,
+    ) -> Result<[u8; 32], RemoteError> {
+        let local_err = |what: &str, e: std::io::Error| {
+            self.other(format!(
+                "cannot {what} local file `{}`: {e}",
+                local.display()
+            ))
+        };
+        let file = std::fs::File::open(local).map_err(|e| local_err("open", e))?;
+        let size = file.metadata().map_err(|e| local_err("inspect", e))?.len();
+
+        // Reading and hashing run on a blocking thread, a few chunks ahead of the network, so
+        // disk, SHA-256 and encryption overlap instead of taking turns.
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(UPLOAD_QUEUE);
+        let reader = tokio::task::spawn_blocking(move || read_and_hash(file, tx));
+
+        let mode_text = format!("{mode:o}");
+        let size_text = size.to_string();
+        let cmd = Cmd::script(scripts::UPLOAD, [remote_path, &mode_text, &size_text]);
+        let line = self.command_line(&cmd, None);
+        let node = self.target.node.clone();
+        let shown = local.display().to_string();
+        // No fixed limit fits every file size; the connection's keepalives detect a dead node.
+        let limit = Duration::from_secs(365 * 24 * 3600);
+        let ended = self
+            .run_channel(&line, limit, |w| async move {
+                let mut sent = 0u64;
+                while let Some(chunk) = rx.recv().await {
+                    let chunk = chunk.map_err(|e| {
+                        FeedError::Local(RemoteError::Other {
+                            node: node.clone(),
+                            reason: format!("cannot read local file `{shown}`: {e}"),
+                        })
+                    })?;
+                    sent += chunk.len() as u64;
+                    w.data_bytes(chunk).await.map_err(|_| FeedError::Closed)?;
+                    progress(sent);
+                }
+                w.eof().await.map_err(|_| FeedError::Closed)
+            })
+            .await?;
+        // The node's verdict first: when it failed, the local reader only saw the upload stop.
+        if let Some(refusal) = self.sudo_refusal(&cmd, &ended) {
+            return Err(refusal);
+        }
+        if !ended.status.success() {
+            return Err(RemoteError::Command {
+                node: self.target.node.clone(),
+                cmd: format!("upload to {remote_path}"),
+                status: ended.status,
+                stderr: String::from_utf8_lossy(&ended.stderr).trim().to_string(),
+            });
+        }
+        let local_hash = reader
+            .await
+            .map_err(|e| self.other(format!("the local reader stopped: {e}")))?
+            .map_err(|e| local_err("read", e))?;
+        let stdout = String::from_utf8_lossy(&ended.stdout).into_owned();
+        let (remote_hash, temp) = parse_upload_reply(&stdout, remote_path).ok_or_else(|| {
+            self.other(format!(
+                "unexpected reply from the upload: `{}`",
+                stdout.trim()
+            ))
+        })?;
+        let short = |h: &[u8; 32]| hex::encode(&h[..8]);
+        if remote_hash != local_hash {
+            let _ = self
+                .exec(&Cmd::new(["rm", "-f", "--", &temp]).timeout(self.target.command_timeout))
+                .await;
+            return Err(self.other(format!(
+                "upload of `{}` to {remote_path} is corrupt: SHA-256 sent {}..., written {}...; the partial file was removed",
+                local.display(),
+                short(&local_hash),
+                short(&remote_hash)
+            )));
+        }
+        self.run(
+            &Cmd::script(scripts::COMMIT, [temp.as_str(), remote_path])
+                .timeout(self.target.command_timeout),
+        )
+        .await?;
+        Ok(remote_hash)
+    }
+}
+
+/// Reads `file` in chunks into `tx`, hashing as it goes. Memory stays at the queue's bound.
+fn read_and_hash(
+    mut file: std::fs::File,
+    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
+) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    loop {
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let kind = e.kind();
+                    let text = e.to_string();
+                    let _ = tx.blocking_send(Err(e));
+                    return Err(std::io::Error::new(kind, text));
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        if tx.blocking_send(Ok(buf)).is_err() {
+            return Err(std::io::Error::other("the upload stopped"));
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// `HEX TEMPNAME` from the upload script; the temporary file must sit next to the target.
+fn parse_upload_reply(stdout: &str, remote_path: &str) -> Option<([u8; 32], String)> {
+    let line = stdout.lines().last()?;
+    let (hex_hash, temp) = line.split_once(' ')?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hex_hash.trim(), &mut hash).ok()?;
+    let dir = match remote_path.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((d, _)) => d,
+        None => ".",
+    };
+    let expected_prefix = if dir == "/" {
+        "/.".to_string()
+    } else {
+        format!("{dir}/.")
+    };
+    temp.starts_with(&expected_prefix)
+        .then(|| (hash, temp.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_reply_must_name_a_temp_file_next_to_the_target() {
+        let h = "a".repeat(64);
+        let (hash, temp) = parse_upload_reply(
+            &format!("{h} /var/lib/x/.snap.db.upload.AbC123\n"),
+            "/var/lib/x/snap.db",
+        )
+        .unwrap();
+        assert_eq!(hash, [0xaa; 32]);
+        assert_eq!(temp, "/var/lib/x/.snap.db.upload.AbC123");
+        assert!(parse_upload_reply(&format!("{h} /tmp/.x\n"), "/var/lib/x/snap.db").is_none());
+        assert!(parse_upload_reply("zz /var/lib/x/.a\n", "/var/lib/x/a").is_none());
+        assert!(parse_upload_reply(&format!("{h} /.a.upload.1\n"), "/a").is_some());
+    }
+}

@@ -1,0 +1,378 @@
+//! Establishing an authenticated SSH session to a node, through its jump hosts if any, with
+//! strict host key checking at every hop.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Config, Handle};
+use russh::keys::ssh_key::{Algorithm, HashAlg};
+use russh::keys::PublicKeyOrCertificate;
+use russh::{cipher, Preferred};
+
+use super::auth::{authenticate, KeyStore};
+use super::known_hosts::{self, fingerprint, host_pattern_name, key_type, Verdict};
+use crate::inventory::{Endpoint, SshTarget};
+use crate::remote::RemoteError;
+
+/// Symmetric ciphers, fastest first on hardware with AES instructions (nearly every server and
+/// laptop); ChaCha20-Poly1305 is as safe and faster without them. CBC modes are left out.
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_192_CTR,
+    cipher::AES_128_CTR,
+];
+
+/// Checks the server's host key against known_hosts; records why it refused.
+pub(crate) struct ClientHandler {
+    /// `host` or `[host]:port`: the name the key is recorded under.
+    lookup_name: String,
+    /// The user's known_hosts files; new keys go to the first.
+    user_files: Vec<PathBuf>,
+    /// The user's files followed by the system-wide ones.
+    all_files: Vec<PathBuf>,
+    accept_new: bool,
+    /// Why the key was refused, for the error message (russh only reports "unknown key").
+    refusal: Arc<Mutex<Option<String>>>,
+    /// Things the user should know (a newly recorded key).
+    notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientHandler {
+    fn refuse(&self, reason: String) -> Result<bool, russh::Error> {
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = Some(reason);
+        }
+        Ok(false)
+    }
+
+    fn files_list(&self) -> String {
+        let files: Vec<String> = self
+            .all_files
+            .iter()
+            .filter(|f| f.exists())
+            .map(|f| f.display().to_string())
+            .collect();
+        if files.is_empty() {
+            let first = self
+                .user_files
+                .first()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "~/.ssh/known_hosts".into());
+            format!("{first} (which does not exist)")
+        } else {
+            files.join(", ")
+        }
+    }
+}
+
+impl client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return self.refuse(
+                    "the server presented a host certificate; only plain host keys in known_hosts are supported".into(),
+                );
+            }
+        };
+        let offered = format!("{} key {}", key_type(&key.algorithm()), fingerprint(key));
+        let name = &self.lookup_name;
+        match known_hosts::check(&self.all_files, name, key) {
+            Verdict::Trusted(_) => Ok(true),
+            Verdict::Changed { at, recorded } => self.refuse(format!(
+                "THE HOST KEY HAS CHANGED: the server offered {offered}, but {} records {recorded} for `{name}`; \
+                 someone may be intercepting the connection, or the node was reinstalled; \
+                 a changed key is never accepted: confirm the new key on the node's console \
+                 (`ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub`), then remove the old entry with \
+                 `ssh-keygen -R '{name}' -f {}` and connect again",
+                at,
+                key_file_stem(&key.algorithm()),
+                at.file.display()
+            )),
+            Verdict::Revoked(at) => self.refuse(format!(
+                "the server offered {offered}, which {at} marks as @revoked"
+            )),
+            Verdict::Unknown { .. } if self.accept_new => {
+                let Some(file) = self.user_files.first() else {
+                    return self.refuse("no known_hosts file is configured to record the key in".into());
+                };
+                match known_hosts::append(file, name, key) {
+                    Ok(line) => {
+                        if let Ok(mut notes) = self.notes.lock() {
+                            notes.push(format!(
+                                "recorded new host key for `{name}` ({offered}) in {}:{line}",
+                                file.display()
+                            ));
+                        }
+                        Ok(true)
+                    }
+                    Err(e) => self.refuse(format!(
+                        "cannot record the host key in {}: {e}",
+                        file.display()
+                    )),
+                }
+            }
+            Verdict::Unknown { other_types } => {
+                let mut reason = format!(
+                    "no host key for `{name}` is on record in {}; the server offered {offered}",
+                    self.files_list()
+                );
+                for (at, kind) in &other_types {
+                    reason.push_str(&format!(" ({at} has a {kind} key for it)"));
+                }
+                reason.push_str(&format!(
+                    "; to trust it, compare that fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub` on the node's console, then rerun with --accept-new-host-keys (records it in {})",
+                    key_file_stem(&key.algorithm()),
+                    self.user_files
+                        .first()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_else(|| "known_hosts".into())
+                ));
+                self.refuse(reason)
+            }
+        }
+    }
+}
+
+/// `ed25519`, `ecdsa`, `rsa`: the middle of `/etc/ssh/ssh_host_*_key.pub`.
+fn key_file_stem(alg: &Algorithm) -> String {
+    key_type(alg).to_ascii_lowercase()
+}
+
+/// russh settings for one hop.
+fn client_config(target: &SshTarget, endpoint: &Endpoint) -> Arc<Config> {
+    let files: Vec<PathBuf> = endpoint
+        .known_hosts
+        .iter()
+        .chain(&endpoint.global_known_hosts)
+        .cloned()
+        .collect();
+    let name = host_pattern_name(endpoint.host_key_name(), endpoint.port);
+    // Ask for a host key type we have on record first, as OpenSSH does; otherwise a server
+    // with several keys could offer one we cannot verify.
+    let mut keys: Vec<Algorithm> = Vec::new();
+    for alg in known_hosts::recorded_algorithms(&files, &name) {
+        match alg {
+            Algorithm::Rsa { .. } => {
+                keys.push(Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                });
+                keys.push(Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                });
+            }
+            other => keys.push(other),
+        }
+    }
+    for alg in Preferred::DEFAULT.key.iter() {
+        if !keys.contains(alg) {
+            keys.push(alg.clone());
+        }
+    }
+    let preferred = Preferred {
+        key: Cow::Owned(keys),
+        cipher: Cow::Borrowed(CIPHERS),
+        ..Preferred::DEFAULT
+    };
+    Arc::new(Config {
+        preferred,
+        // Never drop a quiet session on our side: restores have long silent phases.
+        // Dead peers are found by keepalives instead.
+        inactivity_timeout: None,
+        keepalive_interval: target.keepalive_interval,
+        keepalive_max: target.keepalive_max as usize,
+        nodelay: true,
+        ..Config::default()
+    })
+}
+
+/// A connected, authenticated session and the jump sessions it runs through.
+pub(crate) struct Connected {
+    pub(crate) handle: Handle<ClientHandler>,
+    pub(crate) jumps: Vec<Handle<ClientHandler>>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// Connects to the target through its jump hosts; each hop gets `connect_timeout` for TCP
+/// connect (or tunnel), handshake and authentication.
+pub(crate) async fn connect(
+    target: &SshTarget,
+    keys: &KeyStore,
+    accept_new: bool,
+) -> Result<Connected, RemoteError> {
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let mut jumps: Vec<Handle<ClientHandler>> = Vec::new();
+    let hops: Vec<&Endpoint> = target
+        .jumps
+        .iter()
+        .chain(std::iter::once(&target.endpoint))
+        .collect();
+    let last = hops.len() - 1;
+    for (i, endpoint) in hops.iter().enumerate() {
+        let via = if i == last {
+            String::new()
+        } else {
+            format!("jump host {endpoint}: ")
+        };
+        let handle = tokio::time::timeout(
+            target.connect_timeout,
+            connect_hop(target, endpoint, jumps.last(), keys, accept_new, &notes),
+        )
+        .await
+        .map_err(|_| RemoteError::Unreachable {
+            node: target.node.clone(),
+            addr: endpoint.to_string(),
+            reason: format!(
+                "{via}no SSH session within {} (connect_timeout); check that the node is up and sshd listens on port {}",
+                human_duration(target.connect_timeout),
+                endpoint.port
+            ),
+        })?
+        .map_err(|e| with_prefix(e, &via))?;
+        jumps.push(handle);
+    }
+    let handle = jumps.pop().ok_or_else(|| RemoteError::Other {
+        node: target.node.clone(),
+        reason: "no hop to connect to".into(),
+    })?;
+    let notes = notes.lock().map(|n| n.clone()).unwrap_or_default();
+    Ok(Connected {
+        handle,
+        jumps,
+        notes,
+    })
+}
+
+fn with_prefix(e: RemoteError, via: &str) -> RemoteError {
+    if via.is_empty() {
+        return e;
+    }
+    match e {
+        RemoteError::Unreachable { node, addr, reason } => RemoteError::Unreachable {
+            node,
+            addr,
+            reason: format!("{via}{reason}"),
+        },
+        RemoteError::HostKey { node, reason } => RemoteError::HostKey {
+            node,
+            reason: format!("{via}{reason}"),
+        },
+        RemoteError::Auth { node, user, reason } => RemoteError::Auth {
+            node,
+            user,
+            reason: format!("{via}{reason}"),
+        },
+        other => other,
+    }
+}
+
+async fn connect_hop(
+    target: &SshTarget,
+    endpoint: &Endpoint,
+    through: Option<&Handle<ClientHandler>>,
+    keys: &KeyStore,
+    accept_new: bool,
+    notes: &Arc<Mutex<Vec<String>>>,
+) -> Result<Handle<ClientHandler>, RemoteError> {
+    let node = target.node.clone();
+    let refusal = Arc::new(Mutex::new(None));
+    let handler = ClientHandler {
+        lookup_name: host_pattern_name(endpoint.host_key_name(), endpoint.port),
+        user_files: endpoint.known_hosts.clone(),
+        all_files: endpoint
+            .known_hosts
+            .iter()
+            .chain(&endpoint.global_known_hosts)
+            .cloned()
+            .collect(),
+        accept_new,
+        refusal: refusal.clone(),
+        notes: notes.clone(),
+    };
+    let config = client_config(target, endpoint);
+    let unreachable = |reason: String| RemoteError::Unreachable {
+        node: node.clone(),
+        addr: endpoint.to_string(),
+        reason,
+    };
+    let connected = match through {
+        None => {
+            let stream = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                .await
+                .map_err(|e| unreachable(io_reason(&e)))?;
+            client::connect_stream(config, stream, handler).await
+        }
+        Some(jump) => {
+            let channel = jump
+                .channel_open_direct_tcpip(
+                    endpoint.host.clone(),
+                    u32::from(endpoint.port),
+                    "127.0.0.1",
+                    0,
+                )
+                .await
+                .map_err(|e| {
+                    unreachable(format!(
+                        "the jump host cannot open a connection to {}:{}: {e}",
+                        endpoint.host, endpoint.port
+                    ))
+                })?;
+            client::connect_stream(config, channel.into_stream(), handler).await
+        }
+    };
+    let mut handle = match connected {
+        Ok(h) => h,
+        Err(e) => {
+            let refused = refusal.lock().ok().and_then(|mut r| r.take());
+            return Err(match refused {
+                Some(reason) => RemoteError::HostKey { node, reason },
+                None => unreachable(format!("SSH handshake failed: {}", russh_reason(&e))),
+            });
+        }
+    };
+    if let Err(failure) = authenticate(&mut handle, endpoint, keys).await {
+        return Err(RemoteError::Auth {
+            node,
+            user: endpoint.user.clone(),
+            reason: failure.reason,
+        });
+    }
+    Ok(handle)
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is sshd running and listening on that port?)".into()
+        }
+        std::io::ErrorKind::TimedOut => "TCP connection timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn russh_reason(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => io_reason(io),
+        other => other.to_string(),
+    }
+}
+
+/// `10s`, `1.5s`, `250ms`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,551 @@
+//! The SSH transport against a real OpenSSH sshd on loopback: commands, host keys, keys,
+//! timeouts, files, uploads, forwards and jump hosts.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::sshd::{keygen, keygen_with, Sshd};
+use etcd_recover::remote::{Cmd, ExitStatus, Remote, RemoteError, WriteOpts};
+use etcd_recover::transport::{ConnectOptions, Connector, NoPrompt, PassphrasePrompt, SshNode};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+fn connector() -> Connector {
+    Connector::new(ConnectOptions::default(), Arc::new(NoPrompt))
+}
+
+async fn connect(sshd: &Sshd) -> SshNode {
+    connector()
+        .connect(&sshd.target("cp-1"))
+        .await
+        .unwrap_or_else(|e| panic!("connect failed: {e}\n{}", sshd.log()))
+}
+
+/// Commands get their arguments byte for byte, and report stdout, stderr and status apart.
+#[tokio::test]
+async fn exec_keeps_arguments_intact_and_separates_the_streams() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd).await;
+    assert!(node.is_root());
+    assert!(!node.uses_sudo());
+    let weird = [
+        "a b",
+        "it's",
+        "$(echo pwned)",
+        "*",
+        "",
+        "x;y",
+        "\"q\"",
+        "tab\there",
+    ];
+    let mut argv = vec!["printf".to_string(), "%s|".into()];
+    argv.extend(weird.iter().map(|s| s.to_string()));
+    let out = node.exec(&Cmd::new(argv).unprivileged()).await.unwrap();
+    assert_eq!(out.stdout_text(), format!("{}|", weird.join("|")));
+
+    let out = node
+        .exec(&Cmd::script(
+            "echo out; echo err >&2; exit 7",
+            Vec::<String>::new(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.status, ExitStatus::Code(7));
+    assert_eq!(out.stdout_text(), "out\n");
+    assert_eq!(out.stderr_text(), "err");
+    let err = node
+        .run(&Cmd::new(["ls", "/nonexistent-dir"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RemoteError::Command { status: ExitStatus::Code(2), stderr, .. } if stderr.contains("No such file")),
+        "{err}"
+    );
+
+    let out = node
+        .exec(&Cmd::script("kill -KILL $$", Vec::<String>::new()))
+        .await
+        .unwrap();
+    assert_eq!(out.status, ExitStatus::Signal("KILL".into()));
+
+    // Standard input, larger than one SSH window, comes back unchanged.
+    let input: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = node
+        .exec(&Cmd::new(["cat"]).stdin(input.clone()))
+        .await
+        .unwrap();
+    assert!(out.stdout == input);
+    node.close().await;
+}
+
+/// A node whose key is not on record is refused with its fingerprint and the fix; with
+/// --accept-new-host-keys the key is recorded, and later strict connections succeed.
+#[tokio::test]
+async fn unknown_host_key_is_refused_then_accepted_on_request() {
+    let sshd = Sshd::start();
+    let kh = sshd.dir.path().join("empty_known_hosts");
+    let mut target = sshd.target("cp-1");
+    target.endpoint.known_hosts = vec![kh.clone()];
+    let err = connector().connect(&target).await.unwrap_err();
+    let fp = fingerprint_of(&sshd.host_key_pub);
+    let RemoteError::HostKey { node, reason } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(node, "cp-1");
+    assert!(
+        reason.contains(&format!("no host key for `[127.0.0.1]:{}`", sshd.port)),
+        "{reason}"
+    );
+    assert!(reason.contains(&format!("ED25519 key {fp}")), "{reason}");
+    assert!(reason.contains("--accept-new-host-keys"), "{reason}");
+    assert!(!kh.exists(), "a refused key must not be recorded");
+
+    let accepting = Connector::new(
+        ConnectOptions {
+            accept_new_host_keys: true,
+        },
+        Arc::new(NoPrompt),
+    );
+    let node = accepting.connect(&target).await.unwrap();
+    assert_eq!(node.notes().len(), 1);
+    assert!(node.notes()[0].contains(&fp), "{:?}", node.notes());
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(
+        recorded,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key_pub)
+    );
+    node.close().await;
+    let node = connector().connect(&target).await.unwrap();
+    assert!(node.notes().is_empty());
+    node.close().await;
+}
+
+/// A changed key is refused even with --accept-new-host-keys, naming file and line.
+#[tokio::test]
+async fn changed_host_key_is_always_refused() {
+    let sshd = Sshd::start();
+    let other = sshd.dir.path().join("other_host_key");
+    keygen(&other);
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let kh = sshd.dir.path().join("changed_known_hosts");
+    std::fs::write(
+        &kh,
+        format!(
+            "# managed by hand\nunrelated {}\n[127.0.0.1]:{} {}",
+            sshd.host_key_pub, sshd.port, other_pub
+        ),
+    )
+    .unwrap();
+    let mut target = sshd.target("cp-1");
+    target.endpoint.known_hosts = vec![kh.clone()];
+    let accepting = Connector::new(
+        ConnectOptions {
+            accept_new_host_keys: true,
+        },
+        Arc::new(NoPrompt),
+    );
+    let err = accepting.connect(&target).await.unwrap_err();
+    let RemoteError::HostKey { reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(reason.contains("THE HOST KEY HAS CHANGED"), "{reason}");
+    assert!(reason.contains(&format!("{}:3", kh.display())), "{reason}");
+    assert!(
+        reason.contains(&fingerprint_of(&sshd.host_key_pub)),
+        "{reason}"
+    );
+    assert!(reason.contains(&fingerprint_of(&other_pub)), "{reason}");
+    assert!(reason.contains("ssh-keygen -R"), "{reason}");
+    assert_eq!(std::fs::read_to_string(&kh).unwrap().lines().count(), 3);
+}
+
+/// A key the server does not accept gives an authentication error naming the key and the fix.
+#[tokio::test]
+async fn wrong_user_key_is_refused_with_a_clear_message() {
+    let sshd = Sshd::start();
+    let wrong = sshd.dir.path().join("wrong_key");
+    keygen(&wrong);
+    let mut target = sshd.target("cp-1");
+    target.endpoint.identity_files = vec![wrong.clone(), sshd.dir.path().join("missing_key")];
+    let err = connector().connect(&target).await.unwrap_err();
+    let RemoteError::Auth { node, user, reason } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((node.as_str(), user.as_str()), ("cp-1", "root"));
+    assert!(
+        reason.contains(&format!(
+            "the server refused {} (ED25519 SHA256:",
+            wrong.display()
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("missing_key does not exist"), "{reason}");
+    assert!(reason.contains("authorized_keys"), "{reason}");
+    assert!(
+        err.to_string()
+            .starts_with("cp-1: authentication failed for user root: "),
+        "{err}"
+    );
+}
+
+/// RSA (with SHA-2 signatures) and ECDSA keys authenticate too.
+#[tokio::test]
+async fn rsa_and_ecdsa_keys_work() {
+    let sshd = Sshd::start();
+    let mut authorized = String::new();
+    let mut keys = Vec::new();
+    for kind in ["rsa", "ecdsa"] {
+        let k = sshd.dir.path().join(format!("id_{kind}"));
+        keygen_with(&k, "", kind);
+        authorized.push_str(&std::fs::read_to_string(k.with_extension("pub")).unwrap());
+        keys.push(k);
+    }
+    std::fs::write(sshd.dir.path().join("authorized_keys"), authorized).unwrap();
+    for k in keys {
+        let mut target = sshd.target("cp-1");
+        target.endpoint.identity_files = vec![k.clone()];
+        let node = connector()
+            .connect(&target)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", k.display()));
+        node.close().await;
+    }
+}
+
+struct CountingPrompt {
+    asked: AtomicU32,
+    answer: Option<&'static str>,
+}
+
+impl PassphrasePrompt for CountingPrompt {
+    fn passphrase(&self, _: &Path, _: u32) -> Option<Zeroizing<String>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.answer.map(|a| Zeroizing::new(a.to_string()))
+    }
+}
+
+/// A passphrase-protected key is asked for once for all nodes; without a terminal the error
+/// says what to do.
+#[tokio::test]
+async fn passphrase_is_asked_once_per_key_file() {
+    let sshd = Sshd::start();
+    let locked = sshd.dir.path().join("locked_key");
+    keygen_with(&locked, "correct horse", "ed25519");
+    std::fs::copy(
+        locked.with_extension("pub"),
+        sshd.dir.path().join("authorized_keys"),
+    )
+    .unwrap();
+    let targets: Vec<_> = (1..=3)
+        .map(|i| {
+            let mut t = sshd.target(&format!("cp-{i}"));
+            t.endpoint.identity_files = vec![locked.clone()];
+            t
+        })
+        .collect();
+    let prompt = Arc::new(CountingPrompt {
+        asked: AtomicU32::new(0),
+        answer: Some("correct horse"),
+    });
+    let c = Connector::new(ConnectOptions::default(), prompt.clone());
+    for node in c.connect_all(&targets).await {
+        node.unwrap().close().await;
+    }
+    assert_eq!(prompt.asked.load(Ordering::SeqCst), 1);
+
+    let err = connector().connect(&targets[0]).await.unwrap_err();
+    let RemoteError::Auth { reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        reason.contains("it is passphrase-protected and there is no terminal to ask for the passphrase; add it to ssh-agent (`ssh-add"),
+        "{reason}"
+    );
+    assert!(!reason.contains("correct horse"));
+}
+
+/// A closed port is reported at once as unreachable; a silent address within the timeout.
+#[tokio::test]
+async fn unreachable_nodes_are_reported_within_the_timeout() {
+    let mut sshd = Sshd::start();
+    let target = sshd.target("cp-1");
+    sshd.stop();
+    let started = Instant::now();
+    let err = connector().connect(&target).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let RemoteError::Unreachable { addr, reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(addr, &format!("root@127.0.0.1:{}", sshd.port));
+    assert!(reason.contains("connection refused"), "{reason}");
+
+    // A listener that never speaks SSH: the handshake runs into the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut target = sshd.target("cp-2");
+    target.endpoint.port = silent.local_addr().unwrap().port();
+    target.connect_timeout = Duration::from_millis(700);
+    let started = Instant::now();
+    let err = connector().connect(&target).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        err.to_string().contains("no SSH session within 700ms"),
+        "{err}"
+    );
+}
+
+/// A command that overruns its timeout is killed and reported; the session stays usable.
+#[tokio::test]
+async fn command_timeout_kills_the_command() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd).await;
+    let marker = sshd.dir.path().join("still-running");
+    let script = "sleep 3; touch \"$1\"";
+    let started = Instant::now();
+    let err = node
+        .exec(
+            &Cmd::script(script, [marker.display().to_string()])
+                .timeout(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(matches!(err, RemoteError::Timeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains("did not finish within 500ms"),
+        "{err}"
+    );
+    let out = node.run(&Cmd::new(["echo", "alive"])).await.unwrap();
+    assert_eq!(out.stdout_text(), "alive\n");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !marker.exists(),
+        "the timed-out command kept running\n{}",
+        sshd.log()
+    );
+}
+
+/// Long silent phases do not end the session: keepalives answer the server's probes.
+#[tokio::test]
+async fn silent_commands_survive_server_keepalive_probes() {
+    let sshd = Sshd::start_with("ClientAliveInterval 1\nClientAliveCountMax 2\n");
+    let mut target = sshd.target("cp-1");
+    target.keepalive_interval = Some(Duration::from_secs(1));
+    let node = connector().connect(&target).await.unwrap();
+    let out = node.run(&Cmd::new(["sleep", "4"])).await.unwrap();
+    assert!(out.duration >= Duration::from_secs(4));
+    node.close().await;
+}
+
+/// Atomic writes keep an existing file's mode and owner and use the given mode for new files;
+/// `read_file` reads them back.
+#[tokio::test]
+async fn write_file_atomic_keeps_mode_and_owner() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd).await;
+    let dir = sshd.dir.path().join("manifests");
+    std::fs::create_dir(&dir).unwrap();
+    let existing = dir.join("etcd.yaml");
+    std::fs::write(&existing, "old").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&existing, Some(1), Some(2)).unwrap();
+    let path = existing.display().to_string();
+    node.write_file_atomic(&path, b"new contents\n", &WriteOpts::default())
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&existing).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (1, 2));
+    assert_eq!(node.read_file(&path).await.unwrap(), b"new contents\n");
+
+    let fresh = dir.join("new.yaml");
+    let staging = sshd.dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    node.write_file_atomic(
+        &fresh.display().to_string(),
+        b"x",
+        &WriteOpts {
+            temp_dir: Some(staging.display().to_string()),
+            mode: Some(0o600),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(&staging).unwrap())
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+
+    let err = node
+        .read_file(&dir.join("absent").display().to_string())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Command { .. }), "{err}");
+}
+
+/// A 256 MiB upload arrives intact (SHA-256 computed locally, by the node, and of the file on
+/// disk), with mode 0600, without leaving temporary files behind.
+#[tokio::test]
+async fn upload_of_256_mib_is_verified() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd).await;
+    let local = sshd.dir.path().join("snapshot.db");
+    let expected = write_pseudo_random(&local, 256 << 20);
+    let dest_dir = sshd.dir.path().join("dest");
+    std::fs::create_dir(&dest_dir).unwrap();
+    let remote = dest_dir.join("snapshot.db");
+    let last = AtomicU64::new(0);
+    let calls = AtomicU64::new(0);
+    let progress = |n: u64| {
+        assert!(n >= last.load(Ordering::SeqCst));
+        last.store(n, Ordering::SeqCst);
+        calls.fetch_add(1, Ordering::SeqCst);
+    };
+    let hash = node
+        .upload(&local, &remote.display().to_string(), 0o600, &progress)
+        .await
+        .unwrap();
+    assert_eq!(hash, expected);
+    assert_eq!(last.load(Ordering::SeqCst), 256 << 20);
+    assert!(calls.load(Ordering::SeqCst) > 100);
+    assert_eq!(sha256_file(&remote), expected);
+    assert_eq!(std::fs::metadata(&remote).unwrap().mode() & 0o7777, 0o600);
+    let names: Vec<_> = std::fs::read_dir(&dest_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("snapshot.db")]);
+
+    // A directory that does not exist: a clear error, nothing written.
+    let err = node
+        .upload(&local, "/nonexistent-dir/snapshot.db", 0o600, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Command { .. }), "{err}");
+    assert!(err.to_string().contains("mktemp"), "{err}");
+}
+
+/// A forwarded local port reaches a TCP service as seen from the node.
+#[tokio::test]
+async fn forward_reaches_a_service_through_the_node() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd).await;
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = service.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let fwd = node.forward("127.0.0.1", service_port).await.unwrap();
+    for round in 0..3 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(fwd.local_addr)
+            .await
+            .unwrap();
+        let msg = format!("hello {round}");
+        c.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0; msg.len()];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    let addr = fwd.local_addr;
+    drop(fwd);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = node.forward("127.0.0.1", closed_port).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("cannot connect to 127.0.0.1:{closed_port}")),
+        "{err}"
+    );
+}
+
+/// A node is reached through a jump host, whose host key is verified too.
+#[tokio::test]
+async fn proxy_jump_reaches_the_node_and_checks_the_jump_host_key() {
+    let jump = Sshd::start();
+    let target_sshd = Sshd::start();
+    let mut target = target_sshd.target("cp-2");
+    target.jumps = vec![jump.endpoint()];
+    let node = connector().connect(&target).await.unwrap();
+    let out = node.run(&Cmd::new(["echo", "via jump"])).await.unwrap();
+    assert_eq!(out.stdout_text(), "via jump\n");
+    node.close().await;
+
+    let mut bad_jump = jump.endpoint();
+    bad_jump.known_hosts = vec![jump.dir.path().join("nothing")];
+    target.jumps = vec![bad_jump];
+    let err = connector().connect(&target).await.unwrap_err();
+    let RemoteError::HostKey { reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        reason.starts_with(&format!(
+            "jump host root@127.0.0.1:{}: no host key",
+            jump.port
+        )),
+        "{reason}"
+    );
+}
+
+fn fingerprint_of(pub_line: &str) -> String {
+    let b64 = pub_line.split_whitespace().nth(1).unwrap();
+    let key = russh_key(b64);
+    etcd_recover::transport::known_hosts::fingerprint(&key)
+}
+
+fn russh_key(b64: &str) -> russh::keys::PublicKey {
+    russh::keys::parse_public_key_base64(b64).unwrap()
+}
+
+/// Writes `size` pseudo-random bytes and returns their SHA-256.
+fn write_pseudo_random(path: &PathBuf, size: usize) -> [u8; 32] {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = Sha256::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..size / block.len() {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        hasher.update(&block);
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+    hasher.finalize().into()
+}
+
+/// SHA-256 of a file, computed by coreutils.
+fn sha256_file(path: &Path) -> [u8; 32] {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(text.split_whitespace().next().unwrap(), &mut h).unwrap();
+    h
+}
