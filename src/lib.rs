@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod etcd;
@@ -28,3 +29,4 @@ pub mod report;
 pub mod snapshot;
 pub mod transport;
 pub mod ui;
+pub mod workflow;

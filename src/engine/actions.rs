@@ -247,8 +247,8 @@ impl Engine {
             Action::KubeadmConfig {
                 node: n,
                 kubeconfig,
-                data_dir,
-            } => self.kubeadm_config(r, n, kubeconfig, data_dir).await,
+                data_dirs,
+            } => self.kubeadm_config(r, n, kubeconfig, data_dirs).await,
             Action::WaitEtcdHealthy { .. }
             | Action::WaitApiserverReady { .. }
             | Action::Note { .. } => Ok(true),
@@ -502,8 +502,18 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         r: &dyn Remote,
         node_name: &str,
         kubeconfig: &str,
-        data_dir: &str,
+        data_dirs: &std::collections::BTreeMap<String, String>,
     ) -> anyhow::Result<bool> {
+        let distinct: std::collections::BTreeSet<&String> = data_dirs.values().collect();
+        if distinct.len() != 1 {
+            let list: Vec<String> = data_dirs.iter().map(|(n, d)| format!("{n}: {d}")).collect();
+            self.follow_up(format!(
+                "etcd.yaml now points each node at its own new data directory ({}), but kubeadm's ClusterConfiguration holds one etcd.local.dataDir for all nodes: before the next `kubeadm upgrade`, which regenerates etcd.yaml from it, stop etcd on each node in turn and move its data to one common path, then set that path in the kubeadm-config ConfigMap",
+                list.join(", ")
+            ));
+            return Ok(true);
+        }
+        let data_dir = distinct.iter().next().map_or("", |d| d.as_str());
         let manual = format!(
             "kubeadm's ClusterConfiguration still names the old etcd data directory; before the next `kubeadm upgrade`, run on a control-plane node: `kubectl -n kube-system edit configmap kubeadm-config` and set `etcd.local.dataDir: {data_dir}` (a later upgrade would otherwise regenerate etcd.yaml with the old directory)"
         );

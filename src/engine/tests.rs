@@ -232,6 +232,7 @@ impl Fixture {
             run_id: "r1".into(),
             created_at: "now".into(),
             cluster: "test".into(),
+            inventory: "inventory.yaml".into(),
             playbook: "test".into(),
             fingerprints: Fingerprints {
                 inventory_sha256: String::new(),
