@@ -8,6 +8,8 @@
 //!
 //! [`testing`] is the harness the end-to-end tests use.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod testing;
 

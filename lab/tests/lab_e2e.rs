@@ -653,3 +653,78 @@ fn failed_up_tears_everything_down_and_shows_logs() {
         .expect("down");
     ok(&out, "down after failed up");
 }
+
+/// Runs only as the child of `abandoned_lab_is_reclaimed`: brings a lab up and dies without
+/// running any destructor, like a test process killed by SIGKILL or Ctrl-C.
+#[test]
+fn child_that_abandons_its_lab() {
+    if std::env::var("ETCD_RECOVER_LAB_ABANDON").is_err() {
+        return;
+    }
+    let lab = Lab::up(LabOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .expect("lab up");
+    println!("ABANDONED {}", lab.dir.display());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::abort();
+}
+
+#[test]
+fn abandoned_lab_is_reclaimed_by_the_next_lab() {
+    let out = Command::new(std::env::current_exe().expect("test exe"))
+        .args([
+            "--exact",
+            "child_that_abandons_its_lab",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ETCD_RECOVER_LAB_ABANDON", "1")
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.split_once("ABANDONED ").map(|(_, d)| d.trim()))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no lab dir: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_string();
+    assert!(!out.status.success(), "the child aborted");
+    let st: Value = serde_json::from_slice(&fs::read(format!("{dir}/lab.json")).expect("lab.json"))
+        .expect("json");
+    let runner = st["nodes"][0]["runner"]["pid"]
+        .as_i64()
+        .expect("runner pid");
+    let sshd = st["nodes"][0]["sshd"]["pid"].as_i64().expect("sshd pid");
+    assert!(
+        pid_alive(runner) && pid_alive(sshd),
+        "the abandoned lab runs"
+    );
+    let etcd: Value =
+        serde_json::from_slice(&fs::read(format!("{dir}/nodes/cp-1/run/pods.json")).expect("pods"))
+            .expect("json");
+    let etcd = etcd["etcd"]["pid"].as_i64().expect("etcd pid");
+
+    // The next lab anywhere reclaims every abandoned slot before taking its own.
+    let lab = Lab::up(LabOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .expect("lab up");
+    // (A lab of a parallel test may be the one that reclaims it; allow it to finish.)
+    wait_for(
+        "the abandoned lab to be stopped and removed",
+        Duration::from_secs(20),
+        || {
+            let gone = [runner, sshd, etcd].iter().all(|p| !pid_alive(*p));
+            (gone && !std::path::Path::new(&dir).exists()).then_some(())
+        },
+    );
+    lab.down();
+}
