@@ -771,7 +771,7 @@ pub fn up(o: UpOptions) -> Result<()> {
                 s.phase = Phase::Up;
                 Ok(())
             })?;
-            println!(
+            crate::outln!(
                 "lab up in {:.1}s: {} nodes ({}), etcd {}, ssh user {}\ninventory: {}\nstatus:    etcd-recover-lab status --dir {}\nstop:      etcd-recover-lab down --dir {}",
                 t0.elapsed().as_secs_f64(),
                 st.nodes.len(),

@@ -67,7 +67,7 @@ fn assert_tls_only(lab: &Lab, i: usize) {
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{}:2379", lab.node_ip(i)))
         .arg(format!("--cacert={}", ca.display()))
-        .args(["--dial-timeout=2s", "--command-timeout=2s", "get", "x"])
+        .args(["--dial-timeout=1s", "--command-timeout=1s", "get", "x"])
         .output()
         .expect("etcdctl");
     assert!(
@@ -77,7 +77,7 @@ fn assert_tls_only(lab: &Lab, i: usize) {
     let plain = Command::new(st["etcd"]["etcdctl"].as_str().expect("etcdctl"))
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=http://{}:2379", lab.node_ip(i)))
-        .args(["--dial-timeout=2s", "--command-timeout=2s", "get", "x"])
+        .args(["--dial-timeout=1s", "--command-timeout=1s", "get", "x"])
         .output()
         .expect("etcdctl");
     assert!(!plain.status.success(), "etcd must refuse plaintext");
@@ -320,7 +320,7 @@ fn write_into(dir: &std::path::Path, name: &str, text: &str) {
 }
 
 #[test]
-fn runner_behaves_like_the_kubelet_file_source() {
+fn runner_stops_starts_and_restarts_etcd_like_the_kubelet() {
     let lab = Lab::up(LabOptions {
         nodes: 1,
         poll_ms: 200,
@@ -405,6 +405,34 @@ fn runner_behaves_like_the_kubelet_file_source() {
         status["nodes"][0]["manifest"]["etcd_data_host_path"],
         new_data.display().to_string()
     );
+
+    // A killed container comes back (back-off 1 s), with the restart counted.
+    ok(
+        &lab.lab(&["fault", "--node", "cp-1", "kill-etcd"])
+            .expect("kill-etcd"),
+        "kill-etcd",
+    );
+    assert!(!pid_alive(p3));
+    let p4 = wait_etcd_serving(&lab, "etcd restarted after kill");
+    assert_ne!(p3, p4);
+    assert_eq!(pods(&lab, 1)["etcd"]["restarts"], 1);
+    assert!(cmdline(p4).contains(&format!("--data-dir={}", new_data.display())));
+
+    assert_down_leaves_nothing(lab);
+}
+
+#[test]
+fn runner_resolves_names_and_adopts_pods_like_the_kubelet() {
+    let lab = Lab::up(LabOptions {
+        nodes: 1,
+        poll_ms: 200,
+        ..Default::default()
+    })
+    .expect("lab up");
+    let ip = lab.node_ip(1);
+    let mdir = lab.manifests_dir(1);
+    let changed = fs::read_to_string(manifest(&lab, 1, "etcd.yaml")).expect("etcd.yaml");
+    let p3 = wait_etcd_serving(&lab, "etcd running");
 
     // A later file with the same pod name (etcd.yaml.bak sorts after etcd.yaml) is ignored.
     let bak = changed.replace("--snapshot-count=10000", "--snapshot-count=20000");
