@@ -12,12 +12,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::etcd::version::{EtcdVersion, RestoreTool, RestoreToolKind};
+use crate::health;
 use crate::health::{EtcdEndpoint, MemberStatus, TlsMaterial};
 use crate::inventory::{self, Inventory, ManifestsDir};
 use crate::manifest::{EtcdManifest, StaticPod};
 use crate::plan::{Endpoint, Finding, HttpProbe, Severity};
 use crate::remote::{Cmd, Remote};
-use crate::{health, node};
 
 /// Pods the restore stops and starts, and the file names kubeadm gives them.
 pub const CONTROL_PLANE_PODS: [&str; 4] = [
@@ -182,11 +182,20 @@ async fn discover_node(
     n: &inventory::Node,
     r: &dyn Remote,
 ) -> anyhow::Result<()> {
-    // Manifests directory: from the inventory, or the kubelet's own configuration.
-    let kubelet_dir = match r.read_file(&n.etcd.kubelet_config).await {
-        Ok(bytes) => crate::manifest::kubelet_static_pod_path(&String::from_utf8_lossy(&bytes)),
-        Err(_) => None,
+    // Round trip 1: kubelet config, manifests, lock, restore tool (read-only).
+    let wanted_dir = match &n.etcd.manifests_dir {
+        ManifestsDir::Path(p) => p.clone(),
+        ManifestsDir::Auto => String::new(),
     };
+    let tool = match &n.etcd.restore_tool {
+        inventory::RestoreTool::Path(p) => p.clone(),
+        inventory::RestoreTool::Auto => String::new(),
+    };
+    let g = gather(r, &n.etcd.kubelet_config, &wanted_dir, &f.lock_path, &tool).await?;
+    let kubelet_dir = g
+        .kubelet_config
+        .as_ref()
+        .and_then(|b| crate::manifest::kubelet_static_pod_path(&String::from_utf8_lossy(b)));
     f.manifests_dir = match (&n.etcd.manifests_dir, &kubelet_dir) {
         (ManifestsDir::Path(p), Some(k)) if p.trim_end_matches('/') != k.trim_end_matches('/') => {
             f.finding(
@@ -208,13 +217,34 @@ async fn discover_node(
             );
         }
     };
+    let g = if wanted_dir.is_empty() {
+        gather(
+            r,
+            &n.etcd.kubelet_config,
+            &f.manifests_dir,
+            &f.lock_path,
+            &tool,
+        )
+        .await?
+    } else {
+        g
+    };
     let dir = f.manifests_dir.clone();
-    if !node::stat(r, &dir).await?.is_some_and(|s| s.is_dir) {
+    if !g.dir_exists {
         anyhow::bail!("the manifests directory {dir} does not exist");
     }
-    for file in node::list_pod_files(r, &dir).await? {
-        let path = format!("{dir}/{file}");
-        let bytes = r.read_file(&path).await?;
+    f.lock_owner = g
+        .lock
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    match g.tool {
+        Ok(t) => f.tool = Some(t),
+        Err(e) => f.finding(
+            Severity::Error,
+            format!("{}: {e}", r.node()),
+            Some("install etcdutl (etcd 3.5+) or etcdctl (3.4) matching the server version, or set etcd.restore_tool"),
+        ),
+    }
+    for (file, bytes) in g.files {
         // The text must round-trip byte for byte: rollback writes it back.
         let (text, pod) = match String::from_utf8(bytes.clone()) {
             Ok(t) => (t, StaticPod::parse(&bytes).map_err(|e| e.to_string())),
@@ -281,25 +311,20 @@ async fn discover_node(
             f.data_dir_host = Some(dv.host_data_dir().to_string());
             let vol = dv.mapping.volume_host_path.clone();
             let parent = parent_dir(&vol);
-            let (dev_vol, dev_parent) = (
-                node::device_of(r, &vol).await?,
-                node::device_of(r, &parent).await?,
-            );
-            f.data_volume_is_mount = dev_vol != dev_parent;
-            let target = if f.data_volume_is_mount {
-                vol.clone()
+            let d = data_facts(r, &vol, &parent, dv.host_data_dir()).await?;
+            f.data_volume_is_mount = d.dev_vol != d.dev_parent;
+            f.free_bytes = Some(if f.data_volume_is_mount {
+                d.free_vol
             } else {
-                parent
-            };
-            f.free_bytes = Some(node::free_bytes(r, &target).await?);
-            if let Some(st) = node::stat(r, dv.host_data_dir()).await? {
-                f.data_owner = Some(format!("{}:{}", st.uid, st.gid));
-            } else {
-                f.finding(
+                d.free_parent
+            });
+            match d.owner {
+                Some(o) => f.data_owner = Some(o),
+                None => f.finding(
                     Severity::Warning,
                     format!("the data directory {} does not exist", dv.host_data_dir()),
                     None,
-                );
+                ),
             }
         }
         Err(e) => f.finding(
@@ -324,7 +349,15 @@ async fn discover_node(
         if let Some((_, cert, key)) = &c.tls_paths {
             // kubeadm's healthcheck client certificate; else the server certificate, which
             // kubeadm also issues for client authentication.
-            if !(node::exists(r, cert).await? && node::exists(r, key).await?) {
+            let both = r
+                .exec(&Cmd::script(
+                    r#"[ -f "$1" ] && [ -f "$2" ]"#,
+                    [cert.as_str(), key.as_str()],
+                ))
+                .await?
+                .status
+                .success();
+            if !both {
                 let host = |flag: Option<&str>| {
                     flag.and_then(|p| etcd.host_path(p).ok())
                         .map(|h| h.host_path)
@@ -343,27 +376,6 @@ async fn discover_node(
     }
     f.etcd = Some(etcd);
 
-    // Restore tool.
-    match find_tool(r, &n.etcd.restore_tool).await {
-        Ok(tool) => f.tool = Some(tool),
-        Err(e) => f.finding(
-            Severity::Error,
-            format!("{e:#}"),
-            Some("install etcdutl (etcd 3.5+) or etcdctl (3.4) matching the server version, or set etcd.restore_tool"),
-        ),
-    }
-
-    // Lock of another run.
-    let lock = r
-        .exec(&Cmd::script(
-            r#"if [ -e "$1" ]; then cat -- "$1"; fi"#,
-            [f.lock_path.as_str()],
-        ))
-        .await?;
-    let text = lock.stdout_text();
-    if !text.trim().is_empty() {
-        f.lock_owner = Some(text.trim().to_string());
-    }
     Ok(())
 }
 
@@ -540,58 +552,153 @@ pub fn probe_of(pod: &StaticPod, node_address: &str) -> Option<HttpProbe> {
     }
 }
 
-/// Finds the restore tool and its version.
-pub async fn find_tool(
+/// What the first discovery round trip brings back.
+struct Gathered {
+    kubelet_config: Option<Vec<u8>>,
+    lock: Option<Vec<u8>>,
+    dir_exists: bool,
+    files: Vec<(String, Vec<u8>)>,
+    tool: Result<RestoreTool, String>,
+}
+
+/// Reads the kubelet config, every non-dot file of the manifests directory, the lock, and the
+/// restore tool's path and version, in one round trip. Contents travel base64-encoded.
+async fn gather(
     r: &dyn Remote,
-    tool: &inventory::RestoreTool,
-) -> anyhow::Result<RestoreTool> {
-    let path = match tool {
-        inventory::RestoreTool::Path(p) => p.clone(),
-        inventory::RestoreTool::Auto => {
-            let out = r
-                .exec(&Cmd::script(
-                    "command -v etcdutl || command -v etcdctl || true",
-                    Vec::<String>::new(),
-                ))
-                .await?;
-            let p = out
-                .stdout_text()
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            if p.is_empty() {
-                anyhow::bail!("{}: neither etcdutl nor etcdctl is on the PATH", r.node());
-            }
-            p
-        }
-    };
+    kubelet_config: &str,
+    dir: &str,
+    lock: &str,
+    tool: &str,
+) -> anyhow::Result<Gathered> {
+    const SCRIPT: &str = r#"b64() { base64 -w0 -- "$1" 2>/dev/null || printf -; echo; }
+printf 'K '; if [ -f "$1" ]; then b64 "$1"; else echo -; fi
+printf 'L '; if [ -f "$3" ]; then b64 "$3"; else echo -; fi
+if [ -n "$2" ] && [ -d "$2" ]; then
+  echo 'D ok'
+  for f in "$2"/*; do
+    n=${f##*/}
+    case "$n" in .*) continue;; esac
+    [ -f "$f" ] || continue
+    printf 'F %s ' "$(printf %s "$n" | base64 -w0)"; b64 "$f"
+  done
+else
+  echo 'D missing'
+fi
+t=$4
+if [ -z "$t" ]; then t=$(command -v etcdutl || command -v etcdctl || true); fi
+if [ -z "$t" ]; then echo 'T -'; exit 0; fi
+printf 'T %s
+' "$(printf %s "$t" | base64 -w0)"
+out=$(ETCDCTL_API=3 timeout 20 "$t" version 2>&1); rc=$?
+printf 'V %s %s
+' "$rc" "$(printf %s "$out" | base64 -w0)"
+"#;
     let out = r
-        .exec(
-            &Cmd::new(["env", "ETCDCTL_API=3", path.as_str(), "version"])
-                .timeout(Duration::from_secs(20)),
+        .run(
+            &Cmd::script(SCRIPT, [kubelet_config, dir, lock, tool])
+                .timeout(Duration::from_secs(60)),
         )
         .await?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{}: `{path} version` failed ({}): {}",
-            r.node(),
-            out.status,
-            out.stderr_text()
-        );
-    }
-    let (name, version) = EtcdVersion::from_tool_output(&out.stdout_text())
-        .map_err(|e| anyhow::anyhow!("{}: `{path} version`: {e}", r.node()))?;
-    let kind = if name == "etcdutl" {
-        RestoreToolKind::Etcdutl
-    } else {
-        RestoreToolKind::Etcdctl
+    let text = out.stdout_text();
+    let decode = |v: &str| -> Option<Vec<u8>> {
+        if v == "-" {
+            None
+        } else {
+            data_encoding::BASE64.decode(v.trim().as_bytes()).ok()
+        }
     };
-    Ok(RestoreTool {
-        kind,
-        path,
-        version,
+    let mut g = Gathered {
+        kubelet_config: None,
+        lock: None,
+        dir_exists: false,
+        files: Vec::new(),
+        tool: Err("neither etcdutl nor etcdctl is on the PATH".into()),
+    };
+    let mut tool_path = None;
+    for line in text.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "K" => g.kubelet_config = decode(rest),
+            "L" => g.lock = decode(rest),
+            "D" => g.dir_exists = rest == "ok",
+            "F" => {
+                let (name, content) = rest.split_once(' ').unwrap_or((rest, "-"));
+                let name = decode(name).map(|n| String::from_utf8_lossy(&n).into_owned());
+                if let (Some(name), Some(content)) = (name, decode(content).or(Some(Vec::new()))) {
+                    g.files.push((name, content));
+                }
+            }
+            "T" => tool_path = decode(rest).map(|p| String::from_utf8_lossy(&p).into_owned()),
+            "V" => {
+                let (rc, b) = rest.split_once(' ').unwrap_or((rest, "-"));
+                let output = decode(b)
+                    .map(|o| String::from_utf8_lossy(&o).into_owned())
+                    .unwrap_or_default();
+                let path = tool_path.clone().unwrap_or_default();
+                g.tool = if rc != "0" {
+                    Err(format!(
+                        "`{path} version` failed (exit {rc}): {}",
+                        output.trim()
+                    ))
+                } else {
+                    match EtcdVersion::from_tool_output(&output) {
+                        Ok((name, version)) => Ok(RestoreTool {
+                            kind: if name == "etcdutl" {
+                                RestoreToolKind::Etcdutl
+                            } else {
+                                RestoreToolKind::Etcdctl
+                            },
+                            path,
+                            version,
+                        }),
+                        Err(e) => Err(format!("`{path} version`: {e}")),
+                    }
+                };
+            }
+            _ => {}
+        }
+    }
+    g.files.sort();
+    Ok(g)
+}
+
+/// Filesystem facts around the data directory.
+struct DataFacts {
+    dev_vol: String,
+    dev_parent: String,
+    free_vol: u64,
+    free_parent: u64,
+    owner: Option<String>,
+}
+
+/// Device numbers, free space and the data directory's owner, in one round trip.
+async fn data_facts(
+    r: &dyn Remote,
+    vol: &str,
+    parent: &str,
+    data_dir: &str,
+) -> anyhow::Result<DataFacts> {
+    const SCRIPT: &str = r#"near() { p=$1; while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done; printf %s "$p"; }
+v=$(near "$1"); p=$(near "$2")
+echo "DV $(stat -c %d -- "$v")"
+echo "DP $(stat -c %d -- "$p")"
+echo "FV $(df -P -B1 -- "$v" | tail -n 1 | awk '{print $4}')"
+echo "FP $(df -P -B1 -- "$p" | tail -n 1 | awk '{print $4}')"
+if [ -e "$3" ]; then echo "O $(stat -c %u:%g -- "$3")"; else echo "O -"; fi
+"#;
+    let out = r.run(&Cmd::script(SCRIPT, [vol, parent, data_dir])).await?;
+    let text = out.stdout_text();
+    let get = |tag: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    Ok(DataFacts {
+        dev_vol: get("DV "),
+        dev_parent: get("DP "),
+        free_vol: get("FV ").parse().unwrap_or(0),
+        free_parent: get("FP ").parse().unwrap_or(0),
+        owner: Some(get("O ")).filter(|o| o != "-" && !o.is_empty()),
     })
 }
 

@@ -684,18 +684,17 @@ impl Engine {
         });
         let remote = self.node(node)?;
         let path = format!("{}/state.json", summary.run_dir);
-        if crate::node::exists(remote.as_ref(), &summary.run_dir).await? {
-            remote
-                .write_file_atomic(
-                    &path,
-                    state.to_string().as_bytes(),
-                    &crate::remote::WriteOpts {
-                        temp_dir: None,
-                        mode: Some(0o600),
-                    },
-                )
-                .await?;
-        }
+        // Before the run directory exists this fails; the local journal is authoritative.
+        remote
+            .write_file_atomic(
+                &path,
+                state.to_string().as_bytes(),
+                &crate::remote::WriteOpts {
+                    temp_dir: None,
+                    mode: Some(0o600),
+                },
+            )
+            .await?;
         Ok(())
     }
 }
