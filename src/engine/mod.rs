@@ -229,6 +229,19 @@ pub struct Engine {
     follow_ups: Mutex<Vec<String>>,
     /// Called before each stage; returning `false` pauses the run (used by `--step`).
     gate: Option<Box<dyn Fn(&str) -> Gate + Send + Sync>>,
+    /// Called when a step fails; decides between rollback, retry and pause.
+    on_failure: Option<Box<dyn Fn(&[Failure]) -> OnFailure + Send + Sync>>,
+}
+
+/// What to do after a step failed (asked in guided mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Undo every completed step on every node.
+    Rollback,
+    /// Run the failed step again on the nodes where it failed.
+    Retry,
+    /// Stop here; the run stays resumable (or can be rolled back later).
+    Pause,
 }
 
 /// What a stage gate decides.
@@ -262,6 +275,7 @@ impl Engine {
             operator: operator(),
             follow_ups: Mutex::new(Vec::new()),
             gate: None,
+            on_failure: None,
         }
     }
 
@@ -280,6 +294,15 @@ impl Engine {
     /// Asks `gate` before each stage.
     pub fn gate(mut self, gate: impl Fn(&str) -> Gate + Send + Sync + 'static) -> Self {
         self.gate = Some(Box::new(gate));
+        self
+    }
+
+    /// Asks `decide` what to do when a step fails (instead of the fixed rollback policy).
+    pub fn on_failure(
+        mut self,
+        decide: impl Fn(&[Failure]) -> OnFailure + Send + Sync + 'static,
+    ) -> Self {
+        self.on_failure = Some(Box::new(decide));
         self
     }
 
@@ -372,9 +395,19 @@ impl Engine {
                         },
                     );
                 }
-                let failures = self.run_step(journal, step).await?;
-                if !failures.is_empty() {
-                    return self.fail(journal, failures, rollback_on_failure).await;
+                loop {
+                    let failures = self.run_step(journal, step).await?;
+                    if failures.is_empty() {
+                        break;
+                    }
+                    match self.on_failure.as_ref().map(|decide| decide(&failures)) {
+                        Some(OnFailure::Retry) => continue,
+                        Some(OnFailure::Pause) => return self.fail(journal, failures, false).await,
+                        Some(OnFailure::Rollback) => {
+                            return self.fail(journal, failures, true).await
+                        }
+                        None => return self.fail(journal, failures, rollback_on_failure).await,
+                    }
                 }
             }
             self.emit(Event::StageDone {
