@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use super::common::{OutputArg, SshArgs, StateArgs};
 use crate::engine::journal::{self, Journal, Record};
-use crate::engine::{Cancel, Engine, Gate, Mode, Outcome};
+use crate::engine::{Cancel, Engine, Failure, Gate, Mode, OnFailure, Outcome};
 use crate::error::{Exit, ExitWith, HintExt};
 use crate::plan::render::{self, Format};
 use crate::plan::{Plan, Severity};
@@ -384,6 +384,47 @@ fn step_gate(printer: Arc<Printer>, plan: Arc<Plan>) -> impl Fn(&str) -> Gate + 
     }
 }
 
+/// In guided mode, shows what failed where (with the remote stderr) and asks what to do.
+fn failure_prompt(
+    printer: Arc<Printer>,
+    no_rollback: bool,
+) -> impl Fn(&[Failure]) -> OnFailure + Send + Sync {
+    move |failures: &[Failure]| {
+        printer.suspend(|| {
+            eprintln!();
+            for f in failures {
+                eprintln!(
+                    "FAILED: {} on {}:",
+                    f.step,
+                    f.node.as_deref().unwrap_or("the cluster")
+                );
+                for line in f.error.lines() {
+                    eprintln!("  {line}");
+                }
+            }
+            let theme = dialoguer::theme::ColorfulTheme::default();
+            let default = if no_rollback { 2 } else { 0 };
+            let choice = dialoguer::Select::with_theme(&theme)
+                .with_prompt("What now?")
+                .items([
+                    "roll back every completed step on every node",
+                    "retry the failed step (after fixing its cause)",
+                    "pause (resume or roll back later)",
+                ])
+                .default(default)
+                .interact();
+            match choice {
+                Ok(0) => OnFailure::Rollback,
+                Ok(1) => OnFailure::Retry,
+                _ => {
+                    let _ = console::Term::stderr().show_cursor();
+                    OnFailure::Pause
+                }
+            }
+        })
+    }
+}
+
 fn finish(
     outcome: &Outcome,
     plan: &Plan,
@@ -517,6 +558,9 @@ pub fn apply(args: &ApplyArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resu
         let mut engine = Engine::new(plan.clone(), remotes, snapshot.clone(), Arc::new(checks), printer.clone())
             .cancel(cancel)
             .mode(if args.dry_run { Mode::DryRun } else { Mode::Apply });
+        if interactive(args.yes) && !args.dry_run {
+            engine = engine.on_failure(failure_prompt(printer.clone(), args.no_rollback));
+        }
         if args.step {
             if !interactive(false) {
                 anyhow::bail!("--step needs a terminal to ask on");
@@ -649,7 +693,7 @@ pub fn resume(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resul
         let cancel = Cancel::default();
         spawn_interrupts(cancel.clone(), printer.clone());
         let snapshot = PathBuf::from(&plan.snapshot.path);
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             plan.clone(),
             remotes,
             snapshot,
@@ -657,6 +701,9 @@ pub fn resume(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resul
             printer.clone(),
         )
         .cancel(cancel);
+        if interactive(args.yes) {
+            engine = engine.on_failure(failure_prompt(printer.clone(), args.no_rollback));
+        }
         printer.line(&format!("resuming run {}", plan.run_id));
         let journal = Mutex::new(journal);
         let outcome = engine.apply(&journal, "resume", !args.no_rollback).await?;
