@@ -9,9 +9,11 @@
 //! - [`inventory`]: the inventory file and the user's OpenSSH client config.
 //! - [`manifest`]: reading static-pod manifests and the format-preserving `etcd-data` rewrite.
 //! - [`snapshot`]: snapshot file verification (SHA-256 trailer, bbolt meta pages).
+//! - [`check`]: `etcd-recover check`: is every node reachable and ready for a restore.
 //! - [`etcd`]: etcd facts: member/cluster IDs, versions, health checks through etcd-client.
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod cli;
 pub mod discovery;
 pub mod engine;

@@ -1,44 +1,116 @@
-//! Arguments shared by the commands that reach the cluster.
+//! Arguments and setup shared by every command that talks to the nodes: the inventory, the
+//! OpenSSH client config, host key policy and connect timeout, and the passphrase prompt.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Args;
+use anyhow::Context;
 
-use crate::workflow::SshOptions;
+use crate::error::HintExt;
+use crate::inventory::{self, Inventory, ResolveOptions, SshTarget};
+use crate::transport::{ConnectOptions, Connector};
 
-/// SSH options.
-#[derive(Debug, Clone, Args)]
+/// How to reach the nodes. Flatten into a command with `#[command(flatten)]`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SshArgs {
-    /// OpenSSH client config to honour for Host aliases, HostName, User, Port, IdentityFile
-    /// and ProxyJump [default: ~/.ssh/config when it exists]
-    #[arg(long, value_name = "FILE", global = true)]
+    /// OpenSSH client config to honour (Host aliases, HostName, User, Port, IdentityFile,
+    /// ProxyJump, UserKnownHostsFile) [default: ~/.ssh/config if it exists]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ETCD_RECOVER_SSH_CONFIG",
+        global = true
+    )]
     pub ssh_config: Option<PathBuf>,
 
-    /// Add unknown host keys to known_hosts, like StrictHostKeyChecking=accept-new (a changed
-    /// key is always refused)
+    /// Record host keys of nodes not yet in known_hosts, like OpenSSH's
+    /// StrictHostKeyChecking=accept-new. A changed host key is always refused.
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
 
-    /// Seconds to wait for each node's TCP connect, SSH handshake and authentication
-    #[arg(long, value_name = "SECONDS", global = true)]
-    pub connect_timeout: Option<u64>,
+    /// Seconds to wait for each SSH connection (TCP connect, handshake and login, per hop);
+    /// overrides the inventory and the SSH config [default: 10]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, global = true)]
+    pub connect_timeout: Option<Duration>,
 }
 
-impl SshArgs {
-    /// Plain settings.
-    pub fn options(&self) -> SshOptions {
-        SshOptions {
-            ssh_config: self.ssh_config.clone(),
-            accept_new_host_keys: self.accept_new_host_keys,
-            connect_timeout: self.connect_timeout.map(std::time::Duration::from_secs),
-            interactive: std::io::IsTerminal::is_terminal(&std::io::stdin())
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        }
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
 }
 
+/// Everything needed to connect, resolved from [`SshArgs`] and the inventory.
+pub struct SshSetup {
+    /// Per-node connection settings, in inventory order.
+    pub targets: Vec<SshTarget>,
+    /// Opens the sessions.
+    pub connector: Connector,
+}
+
+impl SshArgs {
+    /// Plain settings for the library.
+    pub fn options(&self) -> crate::workflow::SshOptions {
+        crate::workflow::SshOptions {
+            ssh_config: self.ssh_config.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            connect_timeout: self.connect_timeout,
+            interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Reads the SSH config, resolves every node of `inv`, and prepares a connector that asks
+    /// passphrases on the terminal. Notes about the SSH config go to `warnings`.
+    pub fn setup(&self, inv: &Inventory, warnings: &mut dyn Write) -> anyhow::Result<SshSetup> {
+        let ssh_config = inventory::load_ssh_config(self.ssh_config.as_deref())
+            .hint("fix the SSH config, or pass another one with --ssh-config FILE")?;
+        for note in &ssh_config.notes {
+            let _ = writeln!(warnings, "warning: {note}");
+        }
+        let resolve = ResolveOptions::from_environment(ssh_config, self.connect_timeout);
+        let targets = inventory::resolve_targets(inv, &resolve)
+            .hint("fix `proxy_jump` in the inventory or ProxyJump in the SSH config")?;
+        let connector = Connector::new(
+            ConnectOptions {
+                accept_new_host_keys: self.accept_new_host_keys,
+            },
+            Arc::new(crate::ui::TerminalPassphrase),
+        );
+        Ok(SshSetup { targets, connector })
+    }
+}
+
+/// Loads the inventory, writing its warnings to `warnings`.
+pub fn load_inventory(path: &Path, warnings: &mut dyn Write) -> anyhow::Result<Inventory> {
+    let loaded = match inventory::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            let hint = e.hint();
+            return Err(e).hint(hint);
+        }
+    };
+    for w in &loaded.warnings {
+        let _ = writeln!(warnings, "warning: {w}");
+        if let Some(fix) = &w.fix {
+            let _ = writeln!(warnings, "hint: {fix}");
+        }
+    }
+    Ok(loaded.inventory)
+}
+
+/// A multi-threaded runtime for commands that talk to nodes.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// Where run state lives.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct StateArgs {
     /// Directory for run journals, saved plans and reports
     /// [default: $XDG_STATE_HOME/etcd-recover, else ~/.local/state/etcd-recover]

@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::{self, Exit};
 
+pub mod check;
 pub mod manifest;
 pub mod snapshot;
 
@@ -60,6 +61,8 @@ pub enum Command {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
+    /// Connect to every node and check it is ready for a restore.
+    Check(check::CheckArgs),
     /// Read a static-pod manifest, or rewrite its etcd data hostPath.
     Manifest(manifest::ManifestArgs),
     /// Verify a snapshot file.
@@ -97,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             clap_complete::generate(shell, &mut cmd, "etcd-recover", &mut std::io::stdout());
             Ok(Exit::Success)
         }
+        Command::Check(args) => check::run(args, &ssh),
         Command::Manifest(args) => manifest::run(args),
         Command::Snapshot(args) => snapshot::run(args),
     }

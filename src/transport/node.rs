@@ -20,7 +20,8 @@ use super::scripts;
 use super::session::{self, ClientHandler};
 use crate::inventory::{SshTarget, SudoMode};
 use crate::remote::{
-    shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn, Remote, RemoteError, WriteOpts,
+    atomic_write_cmd, shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn, Remote,
+    RemoteError, WriteOpts,
 };
 
 /// Largest output `exec` keeps per stream; beyond it the command fails rather than filling
@@ -62,10 +63,16 @@ impl Connector {
         }
     }
 
+    /// Loads every key file the targets use, asking passphrases now, so that connections
+    /// started afterwards do not run their timeouts while the user types.
+    pub async fn preload(&self, targets: &[SshTarget]) {
+        self.keys.preload(&key_files(targets)).await;
+    }
+
     /// Connects to every target in parallel. Key files are loaded (and passphrases asked) first,
     /// so that connection timeouts do not run while the user types.
     pub async fn connect_all(&self, targets: &[SshTarget]) -> Vec<Result<SshNode, RemoteError>> {
-        self.keys.preload(&key_files(targets)).await;
+        self.preload(targets).await;
         futures::future::join_all(targets.iter().map(|t| self.connect_loaded(t))).await
     }
 
@@ -426,13 +433,9 @@ impl Remote for SshNode {
         contents: &[u8],
         opts: &WriteOpts,
     ) -> Result<(), RemoteError> {
-        let mode = format!("{:o}", opts.mode.unwrap_or(0o600));
-        let cmd = Cmd::script(
-            scripts::WRITE_ATOMIC,
-            [path, opts.temp_dir.as_deref().unwrap_or(""), &mode],
-        )
-        .stdin(contents)
-        .timeout(self.target.command_timeout);
+        let cmd = atomic_write_cmd(path, opts)
+            .stdin(contents)
+            .timeout(self.target.command_timeout);
         self.run(&cmd).await.map(|_| ())
     }
 

@@ -39,33 +39,3 @@ pub(crate) const COMMIT: &str = r#"set -eu
 mv -f -- "$1" "$2"
 sync -- "$(dirname -- "$2")" 2>/dev/null || sync
 "#;
-
-/// Replaces `$1` with standard input atomically. `$2` is the directory for the temporary file
-/// (empty: the target's directory; it must be on the same filesystem), `$3` the mode for a new
-/// file. An existing target's owner and mode are copied to the new file before data is
-/// written; the new file is fsynced, renamed over the target, and the directory fsynced.
-pub(crate) const WRITE_ATOMIC: &str = r#"set -eu
-target=$1 tmpdir=$2 mode=$3
-dir=$(dirname -- "$target")
-base=$(basename -- "$target")
-[ -n "$tmpdir" ] || tmpdir=$dir
-if [ "$(stat -c %d -- "$tmpdir")" != "$(stat -c %d -- "$dir")" ]; then
-  echo "$tmpdir and $dir are on different filesystems, so the rename would not be atomic" >&2
-  exit 1
-fi
-umask 077
-tmp=$(mktemp "$tmpdir/.$base.etcd-recover.XXXXXX")
-trap 'rm -f -- "$tmp"' EXIT
-trap 'exit 129' HUP INT TERM PIPE
-if [ -e "$target" ]; then
-  chown -- "$(stat -c %u:%g -- "$target")" "$tmp"
-  chmod -- "$(stat -c %a -- "$target")" "$tmp"
-else
-  chmod -- "$mode" "$tmp"
-fi
-cat > "$tmp"
-sync -- "$tmp" 2>/dev/null || sync
-mv -f -- "$tmp" "$target"
-trap - EXIT
-sync -- "$dir" 2>/dev/null || sync
-"#;
