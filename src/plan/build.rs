@@ -508,12 +508,12 @@ fn stages(
                 StepSpec::StopStaticPods { pods, timeout } => (
                     format!("stop {} by moving their manifests out of the manifests directory", pods.join(", ")),
                     true,
-                    per(&|d| stop_pods(d, pods, *timeout)),
+                    per(&|d| move_pods(d, pods, *timeout, Direction::Stop)),
                 ),
                 StepSpec::StartStaticPods { pods, timeout } => (
                     format!("start {} by moving their manifests back", pods.join(", ")),
                     true,
-                    per(&|d| start_pods(d, pods, *timeout)),
+                    per(&|d| move_pods(d, pods, *timeout, Direction::Start)),
                 ),
                 StepSpec::Restore { timeout } => (
                     "restore the snapshot into a new data directory (the old one is not touched)".to_string(),
@@ -644,95 +644,89 @@ fn stages(
     out
 }
 
-fn stop_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64) -> Actions {
-    let mut actions = Vec::new();
-    let mut waits = Vec::new();
-    let mut rollback = Vec::new();
-    let mut rollback_waits = Vec::new();
-    for pod in pods {
-        let Some(pf) = d.facts.pod_file(pod) else {
-            actions.push(Action::Note {
-                text: format!("{pod}: no manifest on this node, nothing to stop"),
-            });
-            continue;
-        };
-        let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
-        let aside = format!("{}/manifests/{}", d.run_dir, pf.file);
-        actions.push(Action::MoveFile {
-            from: inside.clone(),
-            to: aside.clone(),
-        });
-        let endpoints = discovery::pod_endpoints(pod, d.facts);
-        let dirs: Vec<String> = if pod == "etcd" {
-            d.facts.data_dir_host.clone().into_iter().collect()
-        } else {
-            vec![]
-        };
-        waits.push(Action::WaitStopped {
-            pod: pod.clone(),
-            endpoints: endpoints.clone(),
-            dirs,
-            timeout,
-        });
-        rollback.push(Action::MoveFile {
-            from: aside,
-            to: inside,
-        });
-        if !endpoints.is_empty() {
-            rollback_waits.push(Action::WaitListening {
-                pod: pod.clone(),
-                endpoints,
-                timeout,
-            });
-        }
-    }
-    actions.extend(waits);
-    rollback.reverse();
-    rollback.extend(rollback_waits);
-    Actions { actions, rollback }
+/// Whether a step takes static pods down or brings them back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Stop,
+    Start,
 }
 
-fn start_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64) -> Actions {
+/// Moves pods' manifests out of (or back into) the manifests directory, then waits until they
+/// are gone (or listen again); the rollback does the opposite.
+fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Direction) -> Actions {
     let mut actions = Vec::new();
     let mut waits = Vec::new();
     let mut rollback = Vec::new();
     let mut rollback_waits = Vec::new();
     for pod in pods {
         let Some(pf) = d.facts.pod_file(pod) else {
+            let verb = if direction == Direction::Stop {
+                "stop"
+            } else {
+                "start"
+            };
             actions.push(Action::Note {
-                text: format!("{pod}: no manifest on this node, nothing to start"),
+                text: format!("{pod}: no manifest on this node, nothing to {verb}"),
             });
             continue;
         };
         let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
         let aside = format!("{}/manifests/{}", d.run_dir, pf.file);
-        actions.push(Action::MoveFile {
-            from: aside.clone(),
-            to: inside.clone(),
-        });
         let endpoints = discovery::pod_endpoints(pod, d.facts);
-        if !endpoints.is_empty() {
-            waits.push(Action::WaitListening {
-                pod: pod.clone(),
-                endpoints: endpoints.clone(),
-                timeout,
-            });
-        }
-        rollback.push(Action::MoveFile {
-            from: inside,
-            to: aside,
-        });
-        let dirs: Vec<String> = if pod == "etcd" {
-            vec![d.data_dir_new.clone()]
-        } else {
-            vec![]
-        };
-        rollback_waits.push(Action::WaitStopped {
+        // What etcd must let go of: the old data directory when stopping the original, the new
+        // one when a rollback stops the restored member.
+        let stopped = |data_dir: Option<&String>| Action::WaitStopped {
             pod: pod.clone(),
-            endpoints,
-            dirs,
+            endpoints: endpoints.clone(),
+            dirs: data_dir
+                .filter(|_| pod == "etcd")
+                .cloned()
+                .into_iter()
+                .collect(),
+            timeout,
+        };
+        let listening = (!endpoints.is_empty()).then(|| Action::WaitListening {
+            pod: pod.clone(),
+            endpoints: endpoints.clone(),
             timeout,
         });
+        let (out, back) = match direction {
+            Direction::Stop => (
+                Action::MoveFile {
+                    from: inside.clone(),
+                    to: aside.clone(),
+                },
+                Action::MoveFile {
+                    from: aside,
+                    to: inside,
+                },
+            ),
+            Direction::Start => (
+                Action::MoveFile {
+                    from: aside.clone(),
+                    to: inside.clone(),
+                },
+                Action::MoveFile {
+                    from: inside,
+                    to: aside,
+                },
+            ),
+        };
+        actions.push(out);
+        rollback.push(back);
+        match direction {
+            Direction::Stop => {
+                waits.push(stopped(d.facts.data_dir_host.as_ref()));
+                rollback_waits.extend(listening);
+            }
+            Direction::Start => {
+                waits.extend(listening);
+                rollback_waits.push(stopped(Some(&d.data_dir_new)));
+            }
+        }
+    }
+    if direction == Direction::Stop {
+        rollback.reverse();
     }
     actions.extend(waits);
     rollback.extend(rollback_waits);
