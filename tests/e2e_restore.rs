@@ -128,6 +128,28 @@ fn full_restore(opts: LabOptions) {
     }
     assert!(stderr.contains("report.md"), "{stderr}");
     assert_eq!(report["outcome"], "completed");
+    // `status` from the journal and from the nodes themselves.
+    let run_id = report["run_id"].as_str().unwrap();
+    let out = run(
+        &state,
+        &["status", run_id, "-i", l.inventory.to_str().unwrap()],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("run {run_id} of cluster lab: completed")),
+        "{stdout}"
+    );
+    for i in 1..=nodes {
+        let line = stdout
+            .lines()
+            .find(|x| x.starts_with(&format!("node cp-{i}:")))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(
+            line.contains("steps done") && line.contains("no lock"),
+            "{line}"
+        );
+    }
 }
 
 #[test]

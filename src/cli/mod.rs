@@ -94,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Apply(a) => restore::apply(&a, &ssh, &state),
         Command::Resume(a) => restore::resume(&a, &ssh, &state),
         Command::Rollback(a) => restore::rollback(&a, &ssh, &state),
-        Command::Status(a) => restore::status(&a, &state),
+        Command::Status(a) => restore::status(&a, &ssh, &state),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "etcd-recover", &mut std::io::stdout());

@@ -171,6 +171,11 @@ pub struct StatusArgs {
     /// Run id; without it, list runs
     pub run: Option<String>,
 
+    /// Inventory: also read each node's own record of the run (its done steps and lock), and
+    /// show a run started on another workstation
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value_t = StatusFormat::Text)]
     pub output: StatusFormat,
@@ -767,8 +772,59 @@ pub fn rollback(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Res
     })
 }
 
+/// What each node records about a run: its plan, done steps and lock.
+async fn node_records(
+    inventory: &Path,
+    run: &str,
+    ssh: &SshArgs,
+    state: &StateArgs,
+) -> anyhow::Result<(Option<Plan>, Vec<String>)> {
+    let s = settings(inventory, ssh, state, None);
+    let cluster = workflow::connect(&s).await?;
+    let mut lines = Vec::new();
+    let mut plan = None;
+    for n in &cluster.inventory.inventory.nodes {
+        let Some(r) = cluster.remotes.get(&n.name) else {
+            lines.push(format!("node {}: unreachable", n.name));
+            continue;
+        };
+        let base = n.etcd.run_dir.trim_end_matches('/');
+        let dir = format!("{base}/runs/{run}/{}", n.name);
+        if plan.is_none() {
+            if let Ok(bytes) = r.read_file(&format!("{dir}/plan.json")).await {
+                plan = serde_json::from_slice::<Plan>(&bytes).ok();
+            }
+        }
+        let done = match r.read_file(&format!("{dir}/state.json")).await {
+            Ok(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let steps = v["done"].as_array().map_or(0, Vec::len);
+                format!(
+                    "{steps} steps done (updated {})",
+                    v["updated_at"].as_str().unwrap_or("?")
+                )
+            }
+            Err(_) => "no record of this run".to_string(),
+        };
+        let lock = match r.read_file(&format!("{base}/{}.lock", n.name)).await {
+            Ok(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                format!(
+                    "lock held by run {} ({}, since {})",
+                    v["run_id"].as_str().unwrap_or("?"),
+                    v["operator"].as_str().unwrap_or("?"),
+                    v["since"].as_str().unwrap_or("?")
+                )
+            }
+            Err(_) => "no lock".to_string(),
+        };
+        lines.push(format!("node {}: {done}; {lock}", n.name));
+    }
+    Ok((plan, lines))
+}
+
 /// `status`.
-pub fn status(args: &StatusArgs, state: &StateArgs) -> anyhow::Result<Exit> {
+pub fn status(args: &StatusArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let dir = state.dir();
     let Some(run) = &args.run else {
         let runs = journal::list_runs(&dir);
@@ -797,8 +853,23 @@ pub fn status(args: &StatusArgs, state: &StateArgs) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Success);
     };
-    let (journal, plan) = Journal::open(&dir, run)?;
-    let report = crate::report::build(&plan, journal.entries(), &[]);
+    let nodes_view = match &args.inventory {
+        Some(inv) => Some(runtime()?.block_on(node_records(inv, run, ssh, state))?),
+        None => None,
+    };
+    let (entries, plan) = match (Journal::open(&dir, run), &nodes_view) {
+        (Ok((j, p)), _) => (j.entries().to_vec(), p),
+        (Err(_), Some((Some(p), _))) => (Vec::new(), p.clone()),
+        (Err(e), _) => return Err(e),
+    };
+    let report = crate::report::build(&plan, &entries, &[]);
+    if let Some((_, records)) = &nodes_view {
+        if args.output == StatusFormat::Text {
+            for line in records {
+                println!("{line}");
+            }
+        }
+    }
     if args.output == StatusFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(Exit::Success);
