@@ -242,12 +242,9 @@ pub async fn occupancy(
 ss -Hltn | sed 's/^/L /'
 for d in "$@"; do
   d=${d%/}
-  for p in /proc/[0-9]*; do
-    for f in "$p"/cwd "$p"/fd/*; do
-      l=$(readlink "$f" 2>/dev/null) || continue
-      case "$l" in "$d"|"$d"/*) echo "P ${p#/proc/} $d"; break;; esac
-    done
-  done
+  # One find over every process's cwd and open files; no process per file descriptor.
+  find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$d" -o -lname "$d/*" \) 2>/dev/null |
+    cut -d/ -f3 | sort -u | sed "s|\$| $d|; s|^|P |"
 done
 if command -v crictl >/dev/null 2>&1; then
   crictl ps -q --state running --name "^$pod\$" --label io.kubernetes.pod.namespace=kube-system 2>/dev/null | sed 's/^/C /'
@@ -333,12 +330,8 @@ pub async fn processes_using(node: &dyn Remote, dir: &str) -> Result<Vec<u32>, R
     let out = node
         .run(&Cmd::script(
             r#"d=${1%/}
-for p in /proc/[0-9]*; do
-  for f in "$p"/cwd "$p"/fd/*; do
-    l=$(readlink "$f" 2>/dev/null) || continue
-    case "$l" in "$d"|"$d"/*) echo "${p#/proc/}"; break;; esac
-  done
-done"#,
+find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$d" -o -lname "$d/*" \) 2>/dev/null |
+  cut -d/ -f3 | sort -u"#,
             [dir],
         ))
         .await?;

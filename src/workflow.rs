@@ -89,7 +89,14 @@ pub fn load_inventory(path: &Path) -> anyhow::Result<LoadedInventory> {
     Ok(LoadedInventory {
         inventory: loaded.inventory,
         sha256: discovery::sha256_hex(&bytes),
-        warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
+        warnings: loaded
+            .warnings
+            .iter()
+            .map(|w| match &w.fix {
+                Some(fix) => format!("{w}\nhint: {fix}"),
+                None => w.to_string(),
+            })
+            .collect(),
     })
 }
 
@@ -153,8 +160,9 @@ pub struct Cluster {
 
 /// Loads the inventory and connects to every node in parallel.
 pub async fn connect(settings: &Settings) -> anyhow::Result<Cluster> {
-    let inventory = load_inventory(&settings.inventory)?;
-    let (remotes, errors) = connect_all(&inventory.inventory, &settings.ssh).await?;
+    let mut inventory = load_inventory(&settings.inventory)?;
+    let (remotes, errors, notes) = connect_all(&inventory.inventory, &settings.ssh).await?;
+    inventory.warnings.extend(notes);
     let unreachable = errors
         .into_iter()
         .map(|(node, err, hint)| Finding {
@@ -171,19 +179,33 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Cluster> {
     })
 }
 
-/// Connections to every inventory node that answered, and (node, error, hint) for the rest.
+/// Connections to every inventory node that answered, (node, error, hint) for the rest, and
+/// notes about the SSH client config.
 pub type Connected = (
     BTreeMap<String, Arc<dyn Remote>>,
     Vec<(String, String, String)>,
+    Vec<String>,
 );
 
-/// Connects to every node over SSH in parallel.
-async fn connect_all(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<Connected> {
+/// Everything needed to connect: per-node targets and a connector.
+pub struct SshSetup {
+    /// Per-node connection settings, in inventory order.
+    pub targets: Vec<crate::inventory::SshTarget>,
+    /// Opens the sessions (shares loaded keys, so each passphrase is asked once).
+    pub connector: crate::transport::Connector,
+    /// Notes about the OpenSSH client config, to show as warnings.
+    pub notes: Vec<String>,
+}
+
+/// Reads the OpenSSH client config and resolves every node of `inv` to an SSH target.
+pub fn ssh_setup(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<SshSetup> {
     use crate::transport::{ConnectOptions, Connector};
     let config = inventory::load_ssh_config(opts.ssh_config.as_deref())
-        .context("cannot read the OpenSSH client config")?;
+        .hint("fix the SSH config, or pass another one with --ssh-config FILE")?;
+    let notes = config.notes.clone();
     let resolve = inventory::ResolveOptions::from_environment(config, opts.connect_timeout);
-    let targets = inventory::resolve_targets(inv, &resolve)?;
+    let targets = inventory::resolve_targets(inv, &resolve)
+        .hint("fix `proxy_jump` in the inventory or ProxyJump in the SSH config")?;
     let prompt: Arc<dyn crate::transport::PassphrasePrompt> = if opts.interactive {
         Arc::new(crate::ui::TerminalPassphrase)
     } else {
@@ -195,10 +217,20 @@ async fn connect_all(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<Conne
         },
         prompt,
     );
-    let results = connector.connect_all(&targets).await;
+    Ok(SshSetup {
+        targets,
+        connector,
+        notes,
+    })
+}
+
+/// Connects to every node over SSH in parallel.
+async fn connect_all(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<Connected> {
+    let setup = ssh_setup(inv, opts)?;
+    let results = setup.connector.connect_all(&setup.targets).await;
     let mut remotes: BTreeMap<String, Arc<dyn Remote>> = BTreeMap::new();
     let mut errors = Vec::new();
-    for (t, r) in targets.iter().zip(results) {
+    for (t, r) in setup.targets.iter().zip(results) {
         match r {
             Ok(node) => {
                 remotes.insert(t.node.clone(), Arc::new(node));
@@ -206,7 +238,7 @@ async fn connect_all(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<Conne
             Err(e) => errors.push((t.node.clone(), e.to_string(), hint_for(&e))),
         }
     }
-    Ok((remotes, errors))
+    Ok((remotes, errors, setup.notes))
 }
 
 /// What to do about a connection error.

@@ -3,14 +3,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::error::HintExt;
-use crate::inventory::{self, Inventory, ResolveOptions, SshTarget};
-use crate::transport::{ConnectOptions, Connector};
+use crate::inventory::Inventory;
+use crate::workflow::SshSetup;
 
 /// How to reach the nodes. Flatten into a command with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,14 +41,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Everything needed to connect, resolved from [`SshArgs`] and the inventory.
-pub struct SshSetup {
-    /// Per-node connection settings, in inventory order.
-    pub targets: Vec<SshTarget>,
-    /// Opens the sessions.
-    pub connector: Connector,
-}
-
 impl SshArgs {
     /// Plain settings for the library.
     pub fn options(&self) -> crate::workflow::SshOptions {
@@ -62,41 +52,22 @@ impl SshArgs {
         }
     }
 
-    /// Reads the SSH config, resolves every node of `inv`, and prepares a connector that asks
-    /// passphrases on the terminal. Notes about the SSH config go to `warnings`.
+    /// Reads the SSH config and resolves every node of `inv`; notes about the SSH config go
+    /// to `warnings`.
     pub fn setup(&self, inv: &Inventory, warnings: &mut dyn Write) -> anyhow::Result<SshSetup> {
-        let ssh_config = inventory::load_ssh_config(self.ssh_config.as_deref())
-            .hint("fix the SSH config, or pass another one with --ssh-config FILE")?;
-        for note in &ssh_config.notes {
+        let setup = crate::workflow::ssh_setup(inv, &self.options())?;
+        for note in &setup.notes {
             let _ = writeln!(warnings, "warning: {note}");
         }
-        let resolve = ResolveOptions::from_environment(ssh_config, self.connect_timeout);
-        let targets = inventory::resolve_targets(inv, &resolve)
-            .hint("fix `proxy_jump` in the inventory or ProxyJump in the SSH config")?;
-        let connector = Connector::new(
-            ConnectOptions {
-                accept_new_host_keys: self.accept_new_host_keys,
-            },
-            Arc::new(crate::ui::TerminalPassphrase),
-        );
-        Ok(SshSetup { targets, connector })
+        Ok(setup)
     }
 }
 
 /// Loads the inventory, writing its warnings to `warnings`.
 pub fn load_inventory(path: &Path, warnings: &mut dyn Write) -> anyhow::Result<Inventory> {
-    let loaded = match inventory::load(path) {
-        Ok(l) => l,
-        Err(e) => {
-            let hint = e.hint();
-            return Err(e).hint(hint);
-        }
-    };
+    let loaded = crate::workflow::load_inventory(path)?;
     for w in &loaded.warnings {
         let _ = writeln!(warnings, "warning: {w}");
-        if let Some(fix) = &w.fix {
-            let _ = writeln!(warnings, "hint: {fix}");
-        }
     }
     Ok(loaded.inventory)
 }
