@@ -227,11 +227,17 @@ pub struct Engine {
     mode: Mode,
     operator: String,
     follow_ups: Mutex<Vec<String>>,
-    /// Called before each stage; returning `false` pauses the run (used by `--step`).
-    gate: Option<Box<dyn Fn(&str) -> Gate + Send + Sync>>,
+    /// Called before each stage (used by `--step`).
+    gate: Option<GateFn>,
     /// Called when a step fails; decides between rollback, retry and pause.
-    on_failure: Option<Box<dyn Fn(&[Failure]) -> OnFailure + Send + Sync>>,
+    on_failure: Option<FailureFn>,
 }
+
+/// Decides, before a stage, whether to run it.
+type GateFn = Box<dyn Fn(&str) -> Gate + Send + Sync>;
+
+/// Decides what to do after a step failed.
+type FailureFn = Box<dyn Fn(&[Failure]) -> OnFailure + Send + Sync>;
 
 /// What to do after a step failed (asked in guided mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
