@@ -8,6 +8,9 @@
 #
 #   scripts/manual-restore.sh INVENTORY SNAPSHOT
 #
+# The snapshot goes over ssh as a stream (`ssh node 'sudo sh -c "cat > F"' < snap`, what scp does,
+# but also through sudo for a non-root user).
+#
 # INVENTORY is an etcd-recover inventory as `etcd-recover-lab up` writes it (ssh user, identity
 # file, known_hosts, restore_tool; per node: name, host, manifests_dir, run_dir). It prints the
 # wall time of every phase and the total.
@@ -31,7 +34,10 @@ mapfile -t mdirs < <(sed -n 's/^      manifests_dir: *//p' "$inv")
 mapfile -t rdirs < <(sed -n 's/^      run_dir: *//p' "$inv")
 n=${#names[@]}
 ssh_opts=(-i "$key" -o UserKnownHostsFile="$known" -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR)
-on() { local i=$1; shift; ssh "${ssh_opts[@]}" "$user@${hosts[$i]}" "$@"; }
+sudo=""
+[ "$user" = root ] || sudo="sudo -n"
+# Runs a shell command line on node i as root (through sudo for another user).
+on() { local i=$1; shift; printf '%s\n' "$*" | ssh "${ssh_opts[@]}" "$user@${hosts[$i]}" "$sudo sh -s"; }
 
 t_start=$(date +%s.%N)
 t_phase=$t_start
@@ -52,8 +58,8 @@ host_path_of='awk -v want="$2" "/^  volumes:/ {v=1} v && /path:/ {p=\$2} v && /n
 
 # 1. Copy the snapshot to every node.
 for i in $(seq 0 $((n - 1))); do
-  on "$i" "mkdir -p ${rdirs[$i]}/manual"
-  scp -q "${ssh_opts[@]}" "$snap" "$user@${hosts[$i]}:${rdirs[$i]}/manual/snapshot.db"
+  ssh "${ssh_opts[@]}" "$user@${hosts[$i]}" \
+    "$sudo sh -c 'mkdir -p ${rdirs[$i]}/manual && cat > ${rdirs[$i]}/manual/snapshot.db'" <"$snap"
 done
 phase "copy snapshot"
 
