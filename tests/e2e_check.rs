@@ -212,9 +212,11 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
     );
 
     // Directly: cp-1 is unreachable, cp-2 and cp-3 are still checked and pass.
-    let run = check(&lab.inventory, &["-o", "json", "--connect-timeout", "3"]);
+    // A stopped sshd refuses at once; the timeout only bounds the healthy nodes' handshakes,
+    // which a busy machine can slow down.
+    let run = check(&lab.inventory, &["-o", "json", "--connect-timeout", "10"]);
     assert_eq!(run.code, 3);
-    assert!(run.took < Duration::from_secs(20), "{:?}", run.took);
+    assert!(run.took < Duration::from_secs(30), "{:?}", run.took);
     let r = run.json();
     let cp1 = node(&r, "cp-1");
     assert_eq!(cp1["ok"], false);
@@ -227,8 +229,8 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
             lab.node_ip(1)
         )));
     assert_eq!(cp1["etcd"]["status"], "skipped");
-    assert_eq!(node(&r, "cp-2")["ok"], true);
-    assert_eq!(node(&r, "cp-3")["ok"], true);
+    assert_eq!(node(&r, "cp-2")["ok"], true, "{r:#}");
+    assert_eq!(node(&r, "cp-3")["ok"], true, "{r:#}");
     let out = lab.lab(&["fault", "--node", "cp-1", "start-sshd"]).unwrap();
     assert!(
         out.status.success(),
