@@ -10,15 +10,18 @@
 #   --quick      only 1/3/5 nodes with the small snapshot (no 10/100 MiB cases)
 #   --ssh-user   lab login user (default root); a non-root user works through sudo -n
 #   --poll-ms    the lab kubelet's file check period (default 1000, the lab default)
+#   --debug      use the debug build instead of release (quicker to build; slower to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+profile=release
 ssh_user=root
 poll_ms=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --debug) profile=debug ;;
     --ssh-user) ssh_user=$2; shift ;;
     --poll-ms) poll_ms=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -27,11 +30,17 @@ while [ $# -gt 0 ]; do
 done
 
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin etcd-recover -p etcd-recover
-cargo build --release --quiet -p etcd-recover-lab
-er="$target/release/etcd-recover"
-lab="$target/release/etcd-recover-lab"
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin etcd-recover -p etcd-recover
+  cargo build --release --quiet -p etcd-recover-lab
+else
+  cargo build --quiet --bin etcd-recover -p etcd-recover
+  cargo build --quiet -p etcd-recover-lab
+fi
+er="$target/$profile/etcd-recover"
+lab="$target/$profile/etcd-recover-lab"
 work=$(mktemp -d /tmp/etcd-recover-bench.XXXXXX)
+chmod 755 "$work" # a non-root lab user must reach the lab's authorized_keys
 current=""
 cleanup() {
   if [ -n "$current" ]; then "$lab" down --dir "$current" >/dev/null 2>&1 || true; fi
@@ -124,7 +133,7 @@ if [ "$quick" = 0 ]; then
 fi
 
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, load average $(cut -d' ' -f1-3 /proc/loadavg), ssh user $ssh_user, lab poll ${poll_ms} ms"
+echo "build: $profile; machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, load average $(cut -d' ' -f1-3 /proc/loadavg), ssh user $ssh_user, lab poll ${poll_ms} ms"
 echo
 # Cost of one remote command on a session that is already open (what each step pays).
 probe_dir="$work/probe"
