@@ -523,7 +523,7 @@ exit 0"#,
                         elapsed: start.elapsed(),
                         detail: why,
                     });
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(POLL).await;
                 }
                 Err(why) => bail!("etcd is not healthy after {timeout}s: {why}"),
             }

@@ -112,11 +112,13 @@ impl Connector {
             use_sudo: false,
             notes: connected.notes,
         };
+        // A command like any other: on a busy node the login shell alone (its rc files run
+        // for every command) can take longer than the connect timeout.
         let id = node
             .run(
                 &Cmd::new(["id", "-u"])
                     .unprivileged()
-                    .timeout(target.connect_timeout),
+                    .timeout(target.command_timeout),
             )
             .await?;
         node.is_root = id.stdout_text().trim() == "0";
