@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::error::HintExt;
 use crate::inventory::{self, Inventory, ResolveOptions, SshTarget};
-use crate::transport::{ConnectOptions, Connector, PassphrasePrompt};
+use crate::transport::{Agent, ConnectOptions, Connector, PassphrasePrompt};
 
 /// How to reach the nodes. Flatten into a command with `#[command(flatten)]`.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +62,7 @@ impl SshArgs {
         let connector = Connector::new(
             ConnectOptions {
                 accept_new_host_keys: self.accept_new_host_keys,
+                agent: Agent::FromEnvironment,
             },
             Arc::new(TerminalPrompt),
         );
