@@ -29,6 +29,7 @@ command -v sudo >/dev/null 2>&1 || need_pkgs+=(sudo)
 command -v unzip >/dev/null 2>&1 || need_pkgs+=(unzip)
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
+[ -x /usr/bin/time ] || need_pkgs+=(time)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"

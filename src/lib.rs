@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod etcd;
@@ -30,3 +31,4 @@ pub mod report;
 pub mod snapshot;
 pub mod transport;
 pub mod ui;
+pub mod workflow;

@@ -135,6 +135,150 @@ pub async fn remove_own_file(node: &dyn Remote, path: &str) -> Result<(), Remote
     Ok(())
 }
 
+/// What an idempotent file operation found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It made the change.
+    Done,
+    /// The change was already in place.
+    AlreadyDone,
+}
+
+fn applied(
+    node: &dyn Remote,
+    what: &str,
+    out: &crate::remote::Output,
+    paths: (&str, &str),
+) -> Result<Applied, RemoteError> {
+    let (a, b) = paths;
+    let reason = match out.status {
+        crate::remote::ExitStatus::Code(0) => return Ok(Applied::Done),
+        crate::remote::ExitStatus::Code(10) => return Ok(Applied::AlreadyDone),
+        crate::remote::ExitStatus::Code(3) => format!(
+            "both `{a}` and `{b}` exist; refusing to overwrite either (the kubelet would run both if both were in the manifests directory)"
+        ),
+        crate::remote::ExitStatus::Code(4) => format!("neither `{a}` nor `{b}` exists"),
+        crate::remote::ExitStatus::Code(5) => format!("`{a}` exists and is not a directory"),
+        _ => format!("{what} failed ({}): {}", out.status, out.stderr_text()),
+    };
+    Err(RemoteError::Other {
+        node: node.node().to_string(),
+        reason,
+    })
+}
+
+/// Renames `from` to `to` unless that was already done, in one round trip. Never overwrites.
+pub async fn move_once(node: &dyn Remote, from: &str, to: &str) -> Result<Applied, RemoteError> {
+    let out = node
+        .exec(&Cmd::script(
+            r#"if [ -e "$2" ]; then if [ -e "$1" ]; then exit 3; fi; exit 10; fi
+[ -e "$1" ] || exit 4
+mv -T -- "$1" "$2" || exit 1
+sync -- "$(dirname -- "$1")" "$(dirname -- "$2")""#,
+            [from, to],
+        ))
+        .await?;
+    applied(node, "move", &out, (from, to))
+}
+
+/// Copies `from` to `to` (mode, owner, times) unless an identical copy exists, in one round
+/// trip. Never overwrites a different file.
+pub async fn copy_once(node: &dyn Remote, from: &str, to: &str) -> Result<Applied, RemoteError> {
+    let out = node
+        .exec(&Cmd::script(
+            r#"if [ -e "$2" ]; then
+  if [ ! -e "$1" ] || cmp -s -- "$1" "$2"; then exit 10; fi
+  exit 3
+fi
+[ -e "$1" ] || exit 4
+cp -p -- "$1" "$2" || exit 1
+sync -- "$2""#,
+            [from, to],
+        ))
+        .await?;
+    applied(node, "copy", &out, (from, to))
+}
+
+/// `mkdir -p` unless the directory exists, in one round trip.
+pub async fn make_dir_once(
+    node: &dyn Remote,
+    path: &str,
+    mode: u32,
+) -> Result<Applied, RemoteError> {
+    let out = node
+        .exec(&Cmd::script(
+            r#"if [ -d "$1" ]; then exit 10; fi
+[ -e "$1" ] && exit 5
+mkdir -p -m "$2" -- "$1""#,
+            [path.to_string(), format!("{mode:o}")],
+        ))
+        .await?;
+    applied(node, "mkdir", &out, (path, path))
+}
+
+/// What holds a pod's resources on a node, in one round trip: TCP listeners, pids using
+/// directories, and running containers per crictl.
+#[derive(Debug, Clone, Default)]
+pub struct Occupancy {
+    /// Every TCP listener.
+    pub listeners: Vec<Listener>,
+    /// Directory -> pids with a file, cwd or root in it.
+    pub users: Vec<(String, Vec<u32>)>,
+    /// Running container ids named like the pod (crictl, where installed).
+    pub containers: Vec<String>,
+}
+
+/// Looks at listeners, directory users and containers in one round trip.
+pub async fn occupancy(
+    node: &dyn Remote,
+    pod: &str,
+    dirs: &[String],
+) -> Result<Occupancy, RemoteError> {
+    let mut args = vec![pod.to_string()];
+    args.extend(dirs.iter().cloned());
+    let out = node
+        .run(&Cmd::script(
+            r#"pod=$1; shift
+ss -Hltn | sed 's/^/L /'
+for d in "$@"; do
+  d=${d%/}
+  # One find over every process's cwd and open files; no process per file descriptor.
+  find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$d" -o -lname "$d/*" \) 2>/dev/null |
+    cut -d/ -f3 | sort -u | sed "s|\$| $d|; s|^|P |"
+done
+if command -v crictl >/dev/null 2>&1; then
+  crictl ps -q --state running --name "^$pod\$" --label io.kubernetes.pod.namespace=kube-system 2>/dev/null | sed 's/^/C /'
+fi
+exit 0"#,
+            args,
+        ))
+        .await?;
+    let text = out.stdout_text();
+    let mut occ = Occupancy::default();
+    let listen: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("L "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    occ.listeners = parse_ss(&listen);
+    let mut users: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    for l in text.lines().filter_map(|l| l.strip_prefix("P ")) {
+        if let Some((pid, dir)) = l.split_once(' ') {
+            if let Ok(pid) = pid.parse() {
+                users.entry(dir.to_string()).or_default().push(pid);
+            }
+        }
+    }
+    occ.users = users.into_iter().collect();
+    occ.containers = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("C "))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    Ok(occ)
+}
+
 /// A TCP listen address as `ss` shows it, e.g. `127.0.0.11:2379` or `*:22` or `[::1]:2379`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listener {
@@ -186,12 +330,8 @@ pub async fn processes_using(node: &dyn Remote, dir: &str) -> Result<Vec<u32>, R
     let out = node
         .run(&Cmd::script(
             r#"d=${1%/}
-for p in /proc/[0-9]*; do
-  for f in "$p"/cwd "$p"/fd/*; do
-    l=$(readlink "$f" 2>/dev/null) || continue
-    case "$l" in "$d"|"$d"/*) echo "${p#/proc/}"; break;; esac
-  done
-done"#,
+find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$d" -o -lname "$d/*" \) 2>/dev/null |
+  cut -d/ -f3 | sort -u"#,
             [dir],
         ))
         .await?;

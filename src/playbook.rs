@@ -230,22 +230,20 @@ impl Playbook {
             for step in &stage.steps {
                 match step {
                     StepSpec::StopStaticPods { pods, .. }
-                    | StepSpec::StartStaticPods { pods, .. } => {
-                        if pods.is_empty() {
-                            bail!(
-                                "{origin}{at}: `{}` in stage `{}` lists no pods",
-                                step.type_name(),
-                                stage.name
-                            );
-                        }
+                    | StepSpec::StartStaticPods { pods, .. }
+                        if pods.is_empty() =>
+                    {
+                        bail!(
+                            "{origin}{at}: `{}` in stage `{}` lists no pods",
+                            step.type_name(),
+                            stage.name
+                        );
                     }
-                    StepSpec::Command { name, run, .. } => {
-                        if run.is_empty() {
-                            bail!(
-                                "{origin}{}: command step `{name}` has an empty `run`",
-                                line_of(&format!("name: {name}"))
-                            );
-                        }
+                    StepSpec::Command { name, run, .. } if run.is_empty() => {
+                        bail!(
+                            "{origin}{}: command step `{name}` has an empty `run`",
+                            line_of(&format!("name: {name}"))
+                        );
                     }
                     _ => {}
                 }
@@ -275,9 +273,7 @@ impl Playbook {
     /// before rewrite, etcd healthy before any apiserver starts.
     fn check_order(&self, origin: &str) -> anyhow::Result<()> {
         let pos = |pred: &dyn Fn(&StepSpec) -> bool| {
-            self.stages
-                .iter()
-                .position(|s| s.steps.iter().any(|st| pred(st)))
+            self.stages.iter().position(|s| s.steps.iter().any(pred))
         };
         let stops = |pod: &'static str| move |s: &StepSpec| matches!(s, StepSpec::StopStaticPods { pods, .. } if pods.iter().any(|p| p == pod));
         let starts = |pod: &'static str| move |s: &StepSpec| matches!(s, StepSpec::StartStaticPods { pods, .. } if pods.iter().any(|p| p == pod));

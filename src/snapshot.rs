@@ -417,11 +417,7 @@ struct Hashes {
 
 /// Streams the file once: SHA-256 of all of it, SHA-256 of `[0, size-32)` and the last 32
 /// bytes (the latter two only when `with_trailer`).
-fn hash_file(
-    file: &mut File,
-    size: u64,
-    with_trailer: bool,
-) -> Result<Hashes, SnapshotError> {
+fn hash_file(file: &mut File, size: u64, with_trailer: bool) -> Result<Hashes, SnapshotError> {
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
     let body_len = if with_trailer {
         size - TRAILER_LEN

@@ -350,6 +350,33 @@ impl Printer {
     }
 }
 
+/// Asks for SSH key passphrases on the terminal, without echo. The passphrase never reaches a
+/// log, an argv or a report.
+pub struct TerminalPassphrase;
+
+impl crate::transport::PassphrasePrompt for TerminalPassphrase {
+    fn passphrase(
+        &self,
+        key_file: &std::path::Path,
+        attempt: u32,
+    ) -> Option<zeroize::Zeroizing<String>> {
+        let prompt = if attempt > 1 {
+            format!(
+                "Wrong passphrase; passphrase for {} (try {attempt})",
+                key_file.display()
+            )
+        } else {
+            format!("Passphrase for {}", key_file.display())
+        };
+        dialoguer::Password::new()
+            .with_prompt(prompt)
+            .allow_empty_password(true)
+            .interact()
+            .ok()
+            .map(zeroize::Zeroizing::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

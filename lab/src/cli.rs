@@ -212,9 +212,9 @@ fn run(cli: Cli) -> Result<()> {
             let st = LabState::load(&abs(&dir)?)?;
             let v = rt()?.block_on(status::collect(&st));
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", status::render(&v));
+                crate::out!("{}", status::render(&v));
             }
             Ok(())
         }
@@ -228,7 +228,7 @@ fn run(cli: Cli) -> Result<()> {
             let n = node.as_deref().map(|n| st.node(n)).transpose()?;
             let (took, rev) = rt()?.block_on(data::seed(&st, keys, &prefix, n))?;
             let secs = took.as_secs_f64();
-            println!(
+            crate::outln!(
                 "seeded {keys} keys under {} in {secs:.2}s ({:.0} keys/s), revision {rev}",
                 if prefix.is_empty() {
                     data::DEFAULT_PREFIXES.join(", ")
@@ -246,7 +246,7 @@ fn run(cli: Cli) -> Result<()> {
             let text = data::snapshot(&st, n, &out)?;
             let bytes =
                 std::fs::read(&out).with_context(|| format!("cannot read {}", out.display()))?;
-            println!(
+            crate::outln!(
                 "snapshot of {} (etcd {}) saved to {}: {} bytes, sha256 {}",
                 n.name,
                 st.etcd.version,
@@ -255,7 +255,7 @@ fn run(cli: Cli) -> Result<()> {
                 util::sha256_hex(&bytes)
             );
             for l in text.lines().filter(|l| l.contains("Snapshot saved")) {
-                println!("{l}");
+                crate::outln!("{l}");
             }
             Ok(())
         }
@@ -263,12 +263,12 @@ fn run(cli: Cli) -> Result<()> {
             let dir = abs(&dir)?;
             match action {
                 Fault::StopSshd => match procs::stop_sshd(&dir, &node)? {
-                    Some(p) => println!("{node}: sshd (pid {}) stopped", p.pid),
-                    None => println!("{node}: sshd was not running"),
+                    Some(p) => crate::outln!("{node}: sshd (pid {}) stopped", p.pid),
+                    None => crate::outln!("{node}: sshd was not running"),
                 },
                 Fault::StartSshd => {
                     let (p, new) = procs::start_sshd(&dir, &node)?;
-                    println!(
+                    crate::outln!(
                         "{node}: sshd {} (pid {})",
                         if new { "started" } else { "already running" },
                         p.pid
@@ -276,13 +276,13 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Fault::StopRunner => match procs::stop_runner(&dir, &node)? {
                     Some(p) => {
-                        println!("{node}: runner (pid {}) stopped; pods keep running", p.pid)
+                        crate::outln!("{node}: runner (pid {}) stopped; pods keep running", p.pid)
                     }
-                    None => println!("{node}: runner was not running"),
+                    None => crate::outln!("{node}: runner was not running"),
                 },
                 Fault::StartRunner => {
                     let (p, new) = procs::start_runner(&dir, &node)?;
-                    println!(
+                    crate::outln!(
                         "{node}: runner {} (pid {})",
                         if new { "started" } else { "already running" },
                         p.pid
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> Result<()> {
                         })?;
                     util::signal_group(pid.pid, Signal::SIGKILL);
                     util::wait_gone(&[(pid, true)], Duration::from_secs(5));
-                    println!("{node}: etcd (pid {}) killed with SIGKILL", pid.pid);
+                    crate::outln!("{node}: etcd (pid {}) killed with SIGKILL", pid.pid);
                 }
             }
             Ok(())
@@ -323,7 +323,7 @@ fn run(cli: Cli) -> Result<()> {
                 .filter(|(k, v)| v.pid.is_some() && before.get(*k).map(|b| b.pid) == Some(v.pid))
                 .map(|(k, v)| format!("{k} (pid {})", v.pid.unwrap_or_default()))
                 .collect();
-            println!(
+            crate::outln!(
                 "{node}: kubelet (runner) restarted, pid {} -> {}; adopted: {}",
                 old.map(|p| p.pid.to_string())
                     .unwrap_or_else(|| "none".into()),
@@ -339,11 +339,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Down { dir } => {
             let dir = abs(&dir)?;
             if !dir.exists() {
-                println!("{}: no such directory, nothing to stop", dir.display());
+                crate::outln!("{}: no such directory, nothing to stop", dir.display());
                 return Ok(());
             }
             let r = down::down(&dir)?;
-            println!(
+            crate::outln!(
                 "lab {} down: stopped {} process(es){}",
                 dir.display(),
                 r.stopped,

@@ -1,5 +1,7 @@
 //! `down`: stops everything the lab started, and only that.
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,6 +11,22 @@ use nix::sys::signal::Signal;
 use crate::runner;
 use crate::state::{LabState, NodePaths, Phase};
 use crate::util::{self, ProcId};
+
+/// Whether the etcd member on `ip` is the leader, from its metrics endpoint
+/// (`etcd_server_is_leader`); `None` when it cannot be asked.
+fn is_leader(ip: Ipv4Addr) -> Option<bool> {
+    let addr = SocketAddr::from((ip, 2381));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.set_write_timeout(Some(Duration::from_millis(300))).ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .find_map(|l| l.strip_prefix("etcd_server_is_leader "))
+        .map(|v| v.trim() == "1")
+}
 
 /// What `down` did.
 #[derive(Debug, Default)]
@@ -45,19 +63,28 @@ pub fn down(dir: &Path) -> Result<DownReport> {
                 if let (Some(pid), Some(start_time)) = (ps.pid, ps.start_time) {
                     let p = (ProcId { pid, start_time }, true);
                     if name == "etcd" {
-                        etcds.push(p);
+                        etcds.push((p, is_leader(n.ip)));
                     } else {
                         pods.push(p);
                     }
                 }
             }
         }
-        report.stopped += pods.iter().chain(&etcds).filter(|(p, _)| p.alive()).count();
+        report.stopped += pods
+            .iter()
+            .chain(etcds.iter().map(|(p, _)| p))
+            .filter(|(p, _)| p.alive())
+            .count();
         util::terminate(&pods, runner::DEFAULT_GRACE);
-        // One member at a time: a stopping leader hands leadership to a live peer at once,
-        // whereas members stopped together wait for a transfer that cannot complete.
-        for e in etcds {
-            util::terminate(&[e], runner::DEFAULT_GRACE);
+        // Members stopped together make a stopping leader wait for a leadership transfer that
+        // cannot complete. So: the followers together, then the leader, which then finds no
+        // peer to hand over to and stops at once. Unknown roles: one member at a time.
+        let (followers, rest): (Vec<_>, Vec<_>) =
+            etcds.into_iter().partition(|(_, l)| *l == Some(false));
+        let followers: Vec<(ProcId, bool)> = followers.into_iter().map(|(p, _)| p).collect();
+        util::terminate(&followers, runner::DEFAULT_GRACE);
+        for (p, _) in rest {
+            util::terminate(&[p], runner::DEFAULT_GRACE);
         }
 
         let sshds: Vec<(ProcId, bool)> = st

@@ -8,6 +8,28 @@
 //!
 //! [`testing`] is the harness the end-to-end tests use.
 
+#![warn(missing_docs)]
+
+/// `println!` that ignores a closed stdout (e.g. `status | head`) instead of panicking.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod testing;
 

@@ -188,6 +188,26 @@ fn parse_pod(text: &str) -> Result<PodSpec> {
     })
 }
 
+/// The value with every object's keys sorted, so that key order does not change the hash.
+fn canonical_json(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut items: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                items
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical_json(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(canonical_json).collect())
+        }
+        other => other,
+    }
+}
+
 /// Translates a container path through the mounts (longest mountPath prefix wins).
 fn translate(spec: &PodSpec, path: &str) -> String {
     let mut best: Option<(&str, &HostPathVol)> = None;
@@ -431,8 +451,9 @@ impl Runner {
                 self.report(&mut seen, m);
                 continue;
             }
-            let canonical: serde_json::Value =
-                serde_yaml::from_str::<serde_json::Value>(&text).unwrap_or_default();
+            let canonical = canonical_json(
+                serde_yaml::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+            );
             let spec_hash = util::sha256_hex(
                 format!(
                     "{}\nfile:{}",
@@ -952,6 +973,16 @@ spec:
         );
         // Not under any mount: unchanged.
         assert_eq!(translate(&spec, "/var/lib/etcdX"), "/var/lib/etcdX");
+    }
+
+    #[test]
+    fn spec_hash_ignores_layout_and_key_order() {
+        let a: serde_json::Value =
+            serde_yaml::from_str("a: 1\nb: [x, {d: 1, c: 2}]\n").expect("yaml");
+        let b: serde_json::Value =
+            serde_yaml::from_str("# comment\nb:   [x, {c: 2, d: 1}]\na: 1\n").expect("yaml");
+        let s = |v| serde_json::to_string(&canonical_json(v)).expect("json");
+        assert_eq!(s(a), s(b));
     }
 
     #[test]

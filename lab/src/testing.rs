@@ -116,22 +116,68 @@ pub fn lab_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("etcd-recover-lab"))
 }
 
+/// Takes the lowest free slot. Every free slot that still names a lab directory is
+/// reclaimed on the way (see [`reclaim`]).
 fn take_slot() -> Result<Option<(u8, Flock<File>)>> {
     crate::util::mkdir(Path::new(SLOT_DIR))?;
     let _ = crate::util::chmod(Path::new(SLOT_DIR), 0o1777);
+    let mut taken = None;
     for n in 1..=SLOTS {
         let path = Path::new(SLOT_DIR).join(format!("{n}.lock"));
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            return Ok(Some((n, lock)));
+            reclaim(&path, &lock);
+            if taken.is_none() {
+                taken = Some((n, lock));
+            }
         }
     }
-    Ok(None)
+    Ok(taken)
+}
+
+/// A slot whose lock was free but which names a lab directory belongs to a test process that
+/// died without running Drop (SIGKILL, Ctrl-C): stop that lab's processes and remove it.
+fn reclaim(lock_path: &Path, lock: &Flock<File>) {
+    let Ok(text) = std::fs::read_to_string(lock_path) else {
+        return;
+    };
+    if text.trim().is_empty() {
+        return;
+    }
+    record_slot(lock, None);
+    let dir = PathBuf::from(text.trim());
+    if !dir.is_absolute() || !dir.join("lab.json").is_file() {
+        return;
+    }
+    if let Ok(r) = crate::down::down(&dir) {
+        if r.stopped > 0 {
+            eprintln!(
+                "etcd-recover-lab: stopped {} processes of the abandoned lab {}",
+                r.stopped,
+                dir.display()
+            );
+        }
+    }
+    if !keep() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Records the lab directory in the slot's lock file (for [`reclaim`]), or clears it.
+fn record_slot(lock: &Flock<File>, dir: Option<&Path>) {
+    use std::io::{Seek, Write};
+    let mut f: &File = lock;
+    let _ = f.set_len(0);
+    let _ = f.seek(std::io::SeekFrom::Start(0));
+    if let Some(d) = dir {
+        let _ = writeln!(f, "{}", d.display());
+    }
 }
 
 fn keep() -> bool {
@@ -160,6 +206,7 @@ impl Lab {
                 .tempdir()
                 .context("cannot create a temporary lab directory")?;
             let dir = tempdir.path().to_path_buf();
+            record_slot(&lock, Some(&dir));
             let mut cmd = Command::new(&bin);
             cmd.arg("up")
                 .arg("--dir")

@@ -771,10 +771,11 @@ pub fn up(o: UpOptions) -> Result<()> {
                 s.phase = Phase::Up;
                 Ok(())
             })?;
-            println!(
-                "lab up in {:.1}s: {} nodes ({}), etcd {}, ssh user {}\ninventory: {}\nstatus:    etcd-recover-lab status --dir {}\nstop:      etcd-recover-lab down --dir {}",
+            crate::outln!(
+                "lab up in {:.1}s: {} node{} ({}), etcd {}, ssh user {}\ninventory: {}\nstatus:    etcd-recover-lab status --dir {}\nstop:      etcd-recover-lab down --dir {}",
                 t0.elapsed().as_secs_f64(),
                 st.nodes.len(),
+                if st.nodes.len() == 1 { "" } else { "s" },
                 st.nodes.iter().map(|n| format!("{}={}", n.name, n.ip)).collect::<Vec<_>>().join(" "),
                 st.etcd.version,
                 st.ssh_user,

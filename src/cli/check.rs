@@ -31,10 +31,6 @@ pub struct CheckArgs {
     /// Output format: a table for people, JSON for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-
-    /// How to reach the nodes.
-    #[command(flatten)]
-    pub ssh: SshArgs,
 }
 
 /// Output formats.
@@ -47,10 +43,10 @@ pub enum Output {
 }
 
 /// Runs `check`.
-pub fn run(args: CheckArgs) -> anyhow::Result<Exit> {
+pub fn run(args: CheckArgs, ssh: &SshArgs) -> anyhow::Result<Exit> {
     let mut stderr = std::io::stderr();
     let inv = load_inventory(&args.inventory, &mut stderr)?;
-    let setup = args.ssh.setup(&inv, &mut stderr)?;
+    let setup = ssh.setup(&inv, &mut stderr)?;
     let report = runtime()?.block_on(check_cluster(
         &inv.cluster,
         &inv.nodes,

@@ -1,5 +1,9 @@
 //! Command-line interface: clap types live here and in the per-command files, and never leave
 //! this module. Each command resolves its arguments into plain settings and calls the library.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod common;
+pub mod restore;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,7 +13,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::error::{self, Exit};
 
 pub mod check;
-pub mod common;
 pub mod manifest;
 pub mod snapshot;
 
@@ -21,11 +24,35 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ssh: common::SshArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub state: common::StateArgs,
 }
 
 /// All commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the complete restore plan (every command, move, wait, rollback and diff); change nothing
+    Plan(restore::PlanArgs),
+    /// Restore the snapshot on every node: guided, staged, resumable, rolled back on failure
+    Apply(restore::ApplyArgs),
+    /// Continue a paused or interrupted run
+    #[command(
+        after_help = "Examples:\n  etcd-recover resume 20261122-031500-1a2b\n  etcd-recover resume 20261122-031500-1a2b -i inventory.yaml   # run started on another workstation"
+    )]
+    Resume(restore::RunArgs),
+    /// Undo a run's completed steps on every node, newest first
+    #[command(
+        after_help = "Examples:\n  etcd-recover rollback 20261122-031500-1a2b\n  etcd-recover rollback 20261122-031500-1a2b -i inventory.yaml --yes"
+    )]
+    Rollback(restore::RunArgs),
+    /// Show runs, or one run's stage and step per node
+    Status(restore::StatusArgs),
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  etcd-recover completions bash > /etc/bash_completion.d/etcd-recover\n  etcd-recover completions zsh > \"${fpath[1]}/_etcd-recover\""
@@ -57,13 +84,23 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {
-    match cli.command {
+    let Cli {
+        command,
+        ssh,
+        state,
+    } = cli;
+    match command {
+        Command::Plan(a) => restore::plan(&a, &ssh, &state),
+        Command::Apply(a) => restore::apply(&a, &ssh, &state),
+        Command::Resume(a) => restore::resume(&a, &ssh, &state),
+        Command::Rollback(a) => restore::rollback(&a, &ssh, &state),
+        Command::Status(a) => restore::status(&a, &ssh, &state),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "etcd-recover", &mut std::io::stdout());
             Ok(Exit::Success)
         }
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => check::run(args, &ssh),
         Command::Manifest(args) => manifest::run(args),
         Command::Snapshot(args) => snapshot::run(args),
     }

@@ -73,14 +73,7 @@ impl Engine {
             Action::AcquireLock { path } => self.acquire_lock(r, path).await,
             Action::ReleaseLock { path } => self.release_lock(r, path).await,
             Action::MakeDir { path, mode } => {
-                if let Some(st) = node::stat(r, path).await? {
-                    if !st.is_dir {
-                        bail!("{name}: `{path}` exists and is not a directory");
-                    }
-                    return Ok(true);
-                }
-                node::make_dir(r, path, *mode).await?;
-                Ok(false)
+                Ok(node::make_dir_once(r, path, *mode).await? == node::Applied::AlreadyDone)
             }
             Action::SaveRunState { dir } => {
                 let opts = WriteOpts {
@@ -96,35 +89,10 @@ impl Engine {
                 Ok(false)
             }
             Action::CopyFile { from, to } => {
-                let src = node::sha256(r, from).await?;
-                let dst = node::sha256(r, to).await?;
-                match (src, dst) {
-                    (Some(a), Some(b)) if a == b => Ok(true),
-                    (None, Some(_)) => Ok(true),
-                    (Some(_), Some(_)) => bail!(
-                        "{name}: `{to}` already exists with other contents than `{from}`; it was not written by this run"
-                    ),
-                    (Some(_), None) => {
-                        node::copy_file(r, from, to).await?;
-                        Ok(false)
-                    }
-                    (None, None) => bail!("{name}: `{from}` does not exist"),
-                }
+                Ok(node::copy_once(r, from, to).await? == node::Applied::AlreadyDone)
             }
             Action::MoveFile { from, to } => {
-                let a = node::exists(r, from).await?;
-                let b = node::exists(r, to).await?;
-                match (a, b) {
-                    (false, true) => Ok(true),
-                    (true, false) => {
-                        node::move_file(r, from, to).await?;
-                        Ok(false)
-                    }
-                    (true, true) => bail!(
-                        "{name}: both `{from}` and `{to}` exist; refusing to overwrite either (the kubelet would run both if both were in the manifests directory)"
-                    ),
-                    (false, false) => bail!("{name}: neither `{from}` nor `{to}` exists"),
-                }
+                Ok(node::move_once(r, from, to).await? == node::Applied::AlreadyDone)
             }
             Action::Upload {
                 to,
@@ -247,8 +215,8 @@ impl Engine {
             Action::KubeadmConfig {
                 node: n,
                 kubeconfig,
-                data_dir,
-            } => self.kubeadm_config(r, n, kubeconfig, data_dir).await,
+                data_dirs,
+            } => self.kubeadm_config(r, n, kubeconfig, data_dirs).await,
             Action::WaitEtcdHealthy { .. }
             | Action::WaitApiserverReady { .. }
             | Action::Note { .. } => Ok(true),
@@ -321,30 +289,26 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
         loop {
-            let listeners = node::listeners(r).await?;
+            let occ = node::occupancy(r, pod, dirs).await?;
             let mut holding = Vec::new();
             for ep in endpoints {
-                if listeners.iter().any(|l| l.serves(&ep.host, ep.port)) {
+                if occ.listeners.iter().any(|l| l.serves(&ep.host, ep.port)) {
                     holding.push(format!("{ep} still listening"));
                 }
             }
-            for d in dirs {
-                let pids = node::processes_using(r, d).await?;
-                if !pids.is_empty() {
-                    holding.push(format!(
-                        "pid {} still using {d}",
-                        pids.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ));
-                }
+            for (d, pids) in &occ.users {
+                holding.push(format!(
+                    "pid {} still using {d}",
+                    pids.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
             }
-            let containers = node::crictl_running(r, pod).await?;
-            if !containers.is_empty() {
+            if !occ.containers.is_empty() {
                 holding.push(format!(
                     "crictl shows container {} running",
-                    containers.join(",")
+                    occ.containers.join(",")
                 ));
             }
             if holding.is_empty() {
@@ -502,8 +466,18 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         r: &dyn Remote,
         node_name: &str,
         kubeconfig: &str,
-        data_dir: &str,
+        data_dirs: &std::collections::BTreeMap<String, String>,
     ) -> anyhow::Result<bool> {
+        let distinct: std::collections::BTreeSet<&String> = data_dirs.values().collect();
+        if distinct.len() != 1 {
+            let list: Vec<String> = data_dirs.iter().map(|(n, d)| format!("{n}: {d}")).collect();
+            self.follow_up(format!(
+                "etcd.yaml now points each node at its own new data directory ({}), but kubeadm's ClusterConfiguration holds one etcd.local.dataDir for all nodes: before the next `kubeadm upgrade`, which regenerates etcd.yaml from it, stop etcd on each node in turn and move its data to one common path, then set that path in the kubeadm-config ConfigMap",
+                list.join(", ")
+            ));
+            return Ok(true);
+        }
+        let data_dir = distinct.iter().next().map_or("", |d| d.as_str());
         let manual = format!(
             "kubeadm's ClusterConfiguration still names the old etcd data directory; before the next `kubeadm upgrade`, run on a control-plane node: `kubectl -n kube-system edit configmap kubeadm-config` and set `etcd.local.dataDir: {data_dir}` (a later upgrade would otherwise regenerate etcd.yaml with the old directory)"
         );

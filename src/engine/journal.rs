@@ -308,7 +308,7 @@ mod tests {
     pub(crate) fn tiny_plan(run_id: &str) -> Plan {
         serde_json::from_value(serde_json::json!({
             "format_version": 1, "tool_version": "0", "run_id": run_id, "created_at": "t",
-            "cluster": "c", "playbook": "p",
+            "cluster": "c", "inventory": "i", "playbook": "p",
             "fingerprints": {"inventory_sha256": "", "snapshot_sha256": "", "playbook_sha256": "", "manifests": {}},
             "snapshot": {"path": "s", "size": 0, "sha256": "", "revision": null, "total_keys": null, "verdict": ""},
             "restore": {"initial_cluster": "", "token": "", "bump_revision": null, "members": [], "cluster_id": ""},

@@ -227,8 +227,27 @@ pub struct Engine {
     mode: Mode,
     operator: String,
     follow_ups: Mutex<Vec<String>>,
-    /// Called before each stage; returning `false` pauses the run (used by `--step`).
-    gate: Option<Box<dyn Fn(&str) -> Gate + Send + Sync>>,
+    /// Called before each stage (used by `--step`).
+    gate: Option<GateFn>,
+    /// Called when a step fails; decides between rollback, retry and pause.
+    on_failure: Option<FailureFn>,
+}
+
+/// Decides, before a stage, whether to run it.
+type GateFn = Box<dyn Fn(&str) -> Gate + Send + Sync>;
+
+/// Decides what to do after a step failed.
+type FailureFn = Box<dyn Fn(&[Failure]) -> OnFailure + Send + Sync>;
+
+/// What to do after a step failed (asked in guided mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Undo every completed step on every node.
+    Rollback,
+    /// Run the failed step again on the nodes where it failed.
+    Retry,
+    /// Stop here; the run stays resumable (or can be rolled back later).
+    Pause,
 }
 
 /// What a stage gate decides.
@@ -262,6 +281,7 @@ impl Engine {
             operator: operator(),
             follow_ups: Mutex::new(Vec::new()),
             gate: None,
+            on_failure: None,
         }
     }
 
@@ -280,6 +300,15 @@ impl Engine {
     /// Asks `gate` before each stage.
     pub fn gate(mut self, gate: impl Fn(&str) -> Gate + Send + Sync + 'static) -> Self {
         self.gate = Some(Box::new(gate));
+        self
+    }
+
+    /// Asks `decide` what to do when a step fails (instead of the fixed rollback policy).
+    pub fn on_failure(
+        mut self,
+        decide: impl Fn(&[Failure]) -> OnFailure + Send + Sync + 'static,
+    ) -> Self {
+        self.on_failure = Some(Box::new(decide));
         self
     }
 
@@ -372,9 +401,19 @@ impl Engine {
                         },
                     );
                 }
-                let failures = self.run_step(journal, step).await?;
-                if !failures.is_empty() {
-                    return self.fail(journal, failures, rollback_on_failure).await;
+                loop {
+                    let failures = self.run_step(journal, step).await?;
+                    if failures.is_empty() {
+                        break;
+                    }
+                    match self.on_failure.as_ref().map(|decide| decide(&failures)) {
+                        Some(OnFailure::Retry) => continue,
+                        Some(OnFailure::Pause) => return self.fail(journal, failures, false).await,
+                        Some(OnFailure::Rollback) => {
+                            return self.fail(journal, failures, true).await
+                        }
+                        None => return self.fail(journal, failures, rollback_on_failure).await,
+                    }
                 }
             }
             self.emit(Event::StageDone {
@@ -684,18 +723,17 @@ impl Engine {
         });
         let remote = self.node(node)?;
         let path = format!("{}/state.json", summary.run_dir);
-        if crate::node::exists(remote.as_ref(), &summary.run_dir).await? {
-            remote
-                .write_file_atomic(
-                    &path,
-                    state.to_string().as_bytes(),
-                    &crate::remote::WriteOpts {
-                        temp_dir: None,
-                        mode: Some(0o600),
-                    },
-                )
-                .await?;
-        }
+        // Before the run directory exists this fails; the local journal is authoritative.
+        remote
+            .write_file_atomic(
+                &path,
+                state.to_string().as_bytes(),
+                &crate::remote::WriteOpts {
+                    temp_dir: None,
+                    mode: Some(0o600),
+                },
+            )
+            .await?;
         Ok(())
     }
 }

@@ -232,6 +232,7 @@ impl Fixture {
             run_id: "r1".into(),
             created_at: "now".into(),
             cluster: "test".into(),
+            inventory: "inventory.yaml".into(),
             playbook: "test".into(),
             fingerprints: Fingerprints {
                 inventory_sha256: String::new(),
@@ -556,4 +557,49 @@ async fn the_report_shows_every_node_step_with_its_outcome() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json_path).unwrap()).unwrap();
     assert_eq!(v["run_id"], "r1");
+}
+
+#[tokio::test]
+async fn a_failed_step_can_be_retried_once_its_cause_is_fixed() {
+    let fx = Fixture::new(2);
+    let flag = format!("{}/fixed", fx.root);
+    let plan = fx.plan(&["test", "-e", &flag]);
+    let (_d, j) = journal(&plan);
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a2 = asked.clone();
+    let flag2 = flag.clone();
+    let engine = fx
+        .engine(plan, Arc::new(Recorder::default()))
+        .on_failure(move |f| {
+            assert_eq!(f[0].step, "custom/1");
+            a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::fs::write(&flag2, "").unwrap();
+            OnFailure::Retry
+        });
+    let out = engine.apply(&j, "apply", true).await.unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn pausing_after_a_failure_keeps_the_run_resumable() {
+    let fx = Fixture::new(1);
+    let flag = format!("{}/fixed", fx.root);
+    let plan = fx.plan(&["test", "-e", &flag]);
+    let (_d, j) = journal(&plan);
+    let out = fx
+        .engine(plan.clone(), Arc::new(Recorder::default()))
+        .on_failure(|_| OnFailure::Pause)
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    assert!(fx.manifest("cp-1").is_none(), "nothing was rolled back");
+    std::fs::write(&flag, "").unwrap();
+    let out = fx
+        .engine(plan, Arc::new(Recorder::default()))
+        .apply(&j, "resume", true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
 }

@@ -354,7 +354,10 @@ impl EtcdManifest {
             many => {
                 return Err(ManifestError::AmbiguousMount {
                     path,
-                    mount_path: clean_path(&many[0].mount_path),
+                    mount_path: many
+                        .first()
+                        .map(|m| clean_path(&m.mount_path))
+                        .unwrap_or_default(),
                     volumes: many
                         .iter()
                         .map(|m| m.name.as_str())

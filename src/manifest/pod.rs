@@ -12,6 +12,9 @@ use super::yaml::{self, Kind, LoadError, Node, Style};
 #[derive(Debug, Clone)]
 pub(crate) struct PodDocument {
     pub text: String,
+    /// Bytes before the YAML proper: 3 for a UTF-8 byte-order mark, else 0. Node positions
+    /// count from there.
+    pub body_offset: usize,
     pub root: Node,
 }
 
@@ -151,7 +154,10 @@ pub(crate) fn load(bytes: &[u8]) -> Result<PodDocument, ManifestError> {
     if let Some((marker, line)) = find_curly_template(text) {
         return Err(ManifestError::Templated { marker, line });
     }
-    let root = yaml::load(text).map_err(|e| match e {
+    // The kubelet's YAML reader skips a byte-order mark; yaml-rust2 would read it as part of
+    // the first key.
+    let body_offset = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    let root = yaml::load(&text[body_offset..]).map_err(|e| match e {
         LoadError::Syntax { line, col, message } => ManifestError::InvalidYaml {
             line,
             col,
@@ -205,6 +211,7 @@ pub(crate) fn load(bytes: &[u8]) -> Result<PodDocument, ManifestError> {
     }
     Ok(PodDocument {
         text: text.to_string(),
+        body_offset,
         root,
     })
 }
@@ -361,43 +368,44 @@ const MIRROR_ANNOTATIONS: &[&str] = &[
 ];
 
 fn check_not_api_dump(root: &Node) -> Result<(), ManifestError> {
+    // Most telling first: the mirror-pod annotations, then the API server's bookkeeping.
     let mut evidence = Vec::new();
+    let meta = root.get("metadata");
+    if let Some(ann) = meta.and_then(|m| m.get("annotations")) {
+        for key in MIRROR_ANNOTATIONS {
+            if let Some(n) = ann.get(key) {
+                evidence.push(format!("the annotation `{key}` (line {})", n.pos.line));
+            }
+        }
+    }
     if let Some(status) = root.get("status") {
         if !status.is_empty_or_null() {
             evidence.push(format!("a non-empty `status` (line {})", status.pos.line));
         }
     }
-    if let Some(meta) = root.get("metadata") {
-        for key in ["uid", "resourceVersion", "ownerReferences", "managedFields"] {
-            if let Some(n) = meta.get(key) {
-                if !n.is_null() {
-                    evidence.push(format!("`metadata.{key}` (line {})", n.pos.line));
-                }
-            }
-        }
-        if let Some(ts) = meta.get("creationTimestamp") {
-            if !ts.is_null() {
-                evidence.push(format!(
-                    "a `metadata.creationTimestamp` (line {})",
-                    ts.pos.line
-                ));
-            }
-        }
-        if let Some(ann) = meta.get("annotations") {
-            for key in MIRROR_ANNOTATIONS {
-                if let Some(n) = ann.get(key) {
-                    evidence.push(format!("the annotation `{key}` (line {})", n.pos.line));
-                }
+    if let Some(meta) = meta {
+        for key in [
+            "uid",
+            "resourceVersion",
+            "ownerReferences",
+            "managedFields",
+            "creationTimestamp",
+        ] {
+            if let Some(n) = meta.get(key).filter(|n| !n.is_null()) {
+                evidence.push(format!("`metadata.{key}` (line {})", n.pos.line));
             }
         }
     }
     if evidence.is_empty() {
-        Ok(())
-    } else {
-        Err(ManifestError::ApiDump {
-            evidence: evidence.join(", "),
-        })
+        return Ok(());
     }
+    let more = evidence.len().saturating_sub(3);
+    evidence.truncate(3);
+    let mut evidence = evidence.join(", ");
+    if more > 0 {
+        evidence.push_str(&format!(" and {more} more sign(s)"));
+    }
+    Err(ManifestError::ApiDump { evidence })
 }
 
 pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> ManifestError {
@@ -945,16 +953,16 @@ impl StaticPod {
     }
 
     /// The main container: the one named like the pod, else the first.
-    pub fn main_container(&self) -> &ContainerSummary {
+    pub fn main_container(&self) -> Option<&ContainerSummary> {
         self.containers
             .iter()
             .find(|c| c.name == self.name)
-            .unwrap_or(&self.containers[0])
+            .or_else(|| self.containers.first())
     }
 
     /// The last value of flag `name` (without dashes) on the main container.
     pub fn flag(&self, name: &str) -> Option<&str> {
-        self.main_container()
+        self.main_container()?
             .flags
             .iter()
             .rev()
@@ -964,7 +972,7 @@ impl StaticPod {
 
     /// How to judge the main container ready.
     pub fn readiness(&self) -> Option<&Readiness> {
-        self.main_container().readiness.as_ref()
+        self.main_container()?.readiness.as_ref()
     }
 }
 
@@ -995,6 +1003,8 @@ mod tests {
             ManifestError::BareCarriageReturn { line: 1 }
         );
         assert!(load(MINIMAL.replace('\n', "\r\n").as_bytes()).is_ok());
+        let bom = load(format!("\u{feff}{MINIMAL}").as_bytes()).unwrap();
+        assert_eq!((bom.body_offset, bom.name().unwrap().as_str()), (3, "x"));
     }
 
     #[test]

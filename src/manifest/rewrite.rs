@@ -149,7 +149,8 @@ pub fn rewrite_data_hostpath(bytes: &[u8], new_path: &str) -> Result<Rewrite, Ma
         return Err(uneditable("it is not a scalar"));
     };
     let text = doc.text.as_str();
-    let start = byte_offset(text, node.pos.index)
+    let start = byte_offset(&text[doc.body_offset..], node.pos.index)
+        .map(|b| b + doc.body_offset)
         .ok_or_else(|| uneditable("its position is outside the file"))?;
     let raw_len = raw_scalar_len(&text[start..], value, *style).map_err(|r| uneditable(&r))?;
     let flow = matches!(host_path_map.kind, Kind::Map { flow: true, .. });
@@ -340,12 +341,15 @@ fn prove(
     }
 
     // Parser 2: libyaml through serde_yaml.
-    let mut old_v: serde_yaml::Value = serde_yaml::from_str(original).map_err(|e| {
+    // (After the byte-order mark, if any: libyaml through serde_yaml does not skip it. The
+    // prefix check above proves it unchanged.)
+    let body = doc.body_offset;
+    let mut old_v: serde_yaml::Value = serde_yaml::from_str(&original[body..]).map_err(|e| {
         fail(format!(
             "a second YAML parser cannot read the original: {e}"
         ))
     })?;
-    let new_v: serde_yaml::Value = serde_yaml::from_str(rewritten)
+    let new_v: serde_yaml::Value = serde_yaml::from_str(&rewritten[body..])
         .map_err(|e| fail(format!("a second YAML parser cannot read the result: {e}")))?;
     let slot = old_v
         .get_mut("spec")
@@ -620,6 +624,14 @@ status: {}
         for good in ["/var/lib/etcd-restored", "/data/etcd 2", "/données/etcd"] {
             validate_new_host_path(good).unwrap();
         }
+    }
+
+    #[test]
+    fn byte_order_mark_is_kept() {
+        let t = format!("\u{feff}{BASE}");
+        let r = rw(&t, "/data/etcd").unwrap();
+        only_change(&r, "path: /var/lib/etcd\n", "path: /data/etcd\n");
+        assert!(r.rewritten.starts_with('\u{feff}'));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! playbook. Pure: no I/O, so the same inputs always give the same plan (except the run id and
 //! the time, which are inputs too).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{
     Action, Actions, ExpectedMember, Finding, Fingerprints, NodeSummary, Plan, RestoreParams,
@@ -46,6 +46,8 @@ pub struct PlanInputs<'a> {
     pub created_at: String,
     /// Cluster name.
     pub cluster: String,
+    /// Inventory path.
+    pub inventory: String,
     /// SHA-256 of the inventory file.
     pub inventory_sha256: String,
     /// The playbook and the SHA-256 of its text.
@@ -83,7 +85,12 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     };
     let snap = &inputs.snapshot;
     if let Some(why) = &snap.refused {
-        add(Severity::Error, None, format!("snapshot {}: {why}", snap.path), Some("take a fresh snapshot with `etcdctl snapshot save`, or pick another file"));
+        add(
+            Severity::Error,
+            None,
+            format!("snapshot {}: {why}", snap.path),
+            Some("take a fresh snapshot with `etcdctl snapshot save`, or pick another file"),
+        );
     }
     if snap.skip_hash_check {
         add(Severity::Warning, None, "the snapshot has no integrity trailer and is restored with --skip-hash-check: nothing proves it is complete".into(), None);
@@ -118,11 +125,22 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
             }
         }
     }
-    let initial_cluster = InitialCluster::from_members(members.iter().map(|(n, p)| format!("{n}={p}")))
-        .map_err(|e| {
-            add(Severity::Error, None, format!("cannot build --initial-cluster: {e}"), None);
-        })
-        .ok();
+    let parsed: Result<Vec<(String, Urls)>, _> = members
+        .iter()
+        .map(|(n, p)| Urls::parse(p).map(|u| (n.clone(), u)))
+        .collect();
+    let initial_cluster = match parsed.and_then(InitialCluster::from_members) {
+        Ok(ic) => Some(ic),
+        Err(e) => {
+            add(
+                Severity::Error,
+                None,
+                format!("cannot build --initial-cluster: {e}"),
+                None,
+            );
+            None
+        }
+    };
     let mut expected = Vec::new();
     let mut cluster_id = String::new();
     if let Some(ic) = &initial_cluster {
@@ -130,16 +148,27 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         for (name, id) in &ids {
             expected.push(ExpectedMember {
                 name: name.clone(),
-                peer_urls: ic.urls_of(name).map(|u| u.as_slice().to_vec()).unwrap_or_default(),
+                peer_urls: ic
+                    .urls_of(name)
+                    .map(|u| u.as_slice().to_vec())
+                    .unwrap_or_default(),
                 member_id: ids::format_id(*id),
             });
         }
         let id_list: Vec<u64> = ids.iter().map(|(_, id)| *id).collect();
         cluster_id = ids::format_id(ids::cluster_id(&id_list));
         for f in facts {
-            if let Ok(MemberStatusView { cluster_id: old, .. }) = status_view(f) {
+            if let Ok(MemberStatusView {
+                cluster_id: old, ..
+            }) = status_view(f)
+            {
                 if ids::format_id(old) == cluster_id {
-                    add(Severity::Error, Some(&f.name), "the restored cluster would keep the running cluster's ID".into(), None);
+                    add(
+                        Severity::Error,
+                        Some(&f.name),
+                        "the restored cluster would keep the running cluster's ID".into(),
+                        None,
+                    );
                 }
             }
         }
@@ -148,9 +177,19 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     // Versions and the revision bump.
     let mut bump_ok = true;
     for f in facts {
-        let (Some(tool), Some(m)) = (&f.tool, &f.etcd) else { continue };
+        let (Some(tool), Some(m)) = (&f.tool, &f.etcd) else {
+            continue;
+        };
         if !tool.supports_restore() {
-            add(Severity::Error, Some(&f.name), format!("{} {} at {} has no `snapshot restore`", tool.kind, tool.version, tool.path), Some("use etcdutl from the same etcd minor version as the server"));
+            add(
+                Severity::Error,
+                Some(&f.name),
+                format!(
+                    "{} {} at {} has no `snapshot restore`",
+                    tool.kind, tool.version, tool.path
+                ),
+                Some("use etcdutl from the same etcd minor version as the server"),
+            );
         }
         match &m.version {
             Some(server) if !tool.matches_server(server) => add(
@@ -175,14 +214,23 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     let bump = bump_ok.then_some(inputs.bump);
     if let (Some(b), Some(r)) = (bump, snap.revision) {
         if let Err(e) = version::check_bump(r, b) {
-            add(Severity::Error, None, format!("revision bump: {e}"), Some("choose a smaller --bump-revision"));
+            add(
+                Severity::Error,
+                None,
+                format!("revision bump: {e}"),
+                Some("choose a smaller --bump-revision"),
+            );
         }
     }
 
     // Health before the restore: a healthy cluster is rarely what one wants to restore over.
     let healthy: Vec<&str> = facts
         .iter()
-        .filter(|f| f.health.as_ref().is_ok_and(|s| s.leader != 0 && s.errors.is_empty()))
+        .filter(|f| {
+            f.health
+                .as_ref()
+                .is_ok_and(|s| s.leader != 0 && s.errors.is_empty())
+        })
         .map(|f| f.name.as_str())
         .collect();
     if !healthy.is_empty() && healthy.len() * 2 > facts.len() {
@@ -197,9 +245,16 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     // Per-node paths, free space, locks, rewrite.
     let mut per_node: Vec<NodePlanData<'_>> = Vec::new();
     for f in facts {
-        let run_dir = format!("{}/runs/{}/{}", f.run_base.trim_end_matches('/'), inputs.run_id, f.name);
+        let run_dir = format!(
+            "{}/runs/{}/{}",
+            f.run_base.trim_end_matches('/'),
+            inputs.run_id,
+            f.name
+        );
         let snapshot_path = format!("{run_dir}/snapshot.db");
-        let (Some(vol), Some(data_old)) = (&f.data_volume_host_path, &f.data_dir_host) else { continue };
+        let (Some(vol), Some(data_old)) = (&f.data_volume_host_path, &f.data_dir_host) else {
+            continue;
+        };
         let vol_trim = vol.trim_end_matches('/');
         let new_vol = if f.data_volume_is_mount {
             format!("{vol_trim}/etcd-restored-{}", inputs.run_id)
@@ -222,17 +277,30 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                 Some("finish that run with `etcd-recover resume RUN` or `etcd-recover rollback RUN`; remove the lock file only if that run is certainly over"),
             );
         }
-        let rewritten = match (&f.etcd_file, f.etcd_file.as_ref().and_then(|e| f.files.get(e))) {
-            (Some(file), Some(pf)) => match crate::manifest::rewrite_data_hostpath(pf.text.as_bytes(), &new_vol) {
-                Ok(rw) => {
-                    let diff = rw.unified_diff(&format!("{}/{file}", f.manifests_dir.trim_start_matches('/')));
-                    Some((rw.rewritten, diff))
+        let rewritten = match (
+            &f.etcd_file,
+            f.etcd_file.as_ref().and_then(|e| f.files.get(e)),
+        ) {
+            (Some(file), Some(pf)) => {
+                match crate::manifest::rewrite_data_hostpath(pf.text.as_bytes(), &new_vol) {
+                    Ok(rw) => {
+                        let diff = rw.unified_diff(&format!(
+                            "{}/{file}",
+                            f.manifests_dir.trim_start_matches('/')
+                        ));
+                        Some((rw.rewritten, diff))
+                    }
+                    Err(e) => {
+                        add(
+                            Severity::Error,
+                            Some(&f.name),
+                            format!("cannot rewrite {}/{file}: {e}", f.manifests_dir),
+                            Some(&e.hint()),
+                        );
+                        None
+                    }
                 }
-                Err(e) => {
-                    add(Severity::Error, Some(&f.name), format!("cannot rewrite {}/{file}: {e}", f.manifests_dir), Some(&e.hint()));
-                    None
-                }
-            },
+            }
             _ => None,
         };
         per_node.push(NodePlanData {
@@ -249,10 +317,19 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     let mut restore_argv: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if let Some(ic) = &initial_cluster {
         for d in &per_node {
-            let (Some(tool), Some(m)) = (&d.facts.tool, &d.facts.etcd) else { continue };
-            let (Some(name), Some(peers)) = (m.name(), m.initial_advertise_peer_urls()) else { continue };
+            let (Some(tool), Some(m)) = (&d.facts.tool, &d.facts.etcd) else {
+                continue;
+            };
+            let (Some(name), Some(peers)) = (m.name(), m.initial_advertise_peer_urls()) else {
+                continue;
+            };
             let Ok(peers) = Urls::parse(peers) else {
-                add(Severity::Error, Some(&d.facts.name), format!("--initial-advertise-peer-urls={peers} is not a valid URL list"), None);
+                add(
+                    Severity::Error,
+                    Some(&d.facts.name),
+                    format!("--initial-advertise-peer-urls={peers} is not a valid URL list"),
+                    None,
+                );
                 continue;
             };
             let params = version::RestoreParams {
@@ -270,7 +347,12 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                 Ok(argv) => {
                     restore_argv.insert(d.facts.name.clone(), argv);
                 }
-                Err(e) => add(Severity::Error, Some(&d.facts.name), format!("cannot build the restore command: {e}"), None),
+                Err(e) => add(
+                    Severity::Error,
+                    Some(&d.facts.name),
+                    format!("cannot build the restore command: {e}"),
+                    None,
+                ),
             }
         }
     }
@@ -284,9 +366,17 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
             NodeSummary {
                 name: f.name.clone(),
                 host: f.host.clone(),
-                etcd_version: f.etcd.as_ref().and_then(|m| m.version).map(|v| v.to_string()),
+                etcd_version: f
+                    .etcd
+                    .as_ref()
+                    .and_then(|m| m.version)
+                    .map(|v| v.to_string()),
                 restore_tool: f.tool.as_ref().map(|t| t.path.clone()).unwrap_or_default(),
-                restore_tool_version: f.tool.as_ref().map(|t| format!("{} {}", t.kind, t.version)).unwrap_or_default(),
+                restore_tool_version: f
+                    .tool
+                    .as_ref()
+                    .map(|t| format!("{} {}", t.kind, t.version))
+                    .unwrap_or_default(),
                 manifests_dir: f.manifests_dir.clone(),
                 data_dir_old: f.data_dir_host.clone().unwrap_or_default(),
                 data_dir_new: d.map(|d| d.data_dir_new.clone()).unwrap_or_default(),
@@ -294,14 +384,28 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                 client_endpoint: f
                     .client
                     .as_ref()
-                    .map(|c| format!("{}://{}", if c.https { "https" } else { "http" }, crate::plan::Endpoint { host: c.host.clone(), port: c.port }))
+                    .map(|c| {
+                        format!(
+                            "{}://{}",
+                            if c.https { "https" } else { "http" },
+                            crate::plan::Endpoint {
+                                host: c.host.clone(),
+                                port: c.port
+                            }
+                        )
+                    })
                     .unwrap_or_default(),
                 client_tls: f.client.as_ref().and_then(|c| c.tls_paths.clone()),
             }
         })
         .collect();
 
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.node.cmp(&b.node)).then(a.message.cmp(&b.message)));
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.node.cmp(&b.node))
+            .then(a.message.cmp(&b.message))
+    });
     findings.dedup();
 
     Plan {
@@ -310,12 +414,16 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         run_id: inputs.run_id.clone(),
         created_at: inputs.created_at.clone(),
         cluster: inputs.cluster.clone(),
+        inventory: inputs.inventory.clone(),
         playbook: inputs.playbook.name.clone(),
         fingerprints: Fingerprints {
             inventory_sha256: inputs.inventory_sha256.clone(),
             snapshot_sha256: snap.sha256.clone(),
             playbook_sha256: inputs.playbook_sha256.clone(),
-            manifests: facts.iter().map(|f| (f.name.clone(), f.fingerprint())).collect(),
+            manifests: facts
+                .iter()
+                .map(|f| (f.name.clone(), f.fingerprint()))
+                .collect(),
         },
         snapshot: SnapshotSummary {
             path: snap.path.clone(),
@@ -345,7 +453,9 @@ struct MemberStatusView {
 fn status_view(f: &NodeFacts) -> Result<MemberStatusView, ()> {
     f.health
         .as_ref()
-        .map(|s| MemberStatusView { cluster_id: s.cluster_id })
+        .map(|s| MemberStatusView {
+            cluster_id: s.cluster_id,
+        })
         .map_err(|_| ())
 }
 
@@ -398,12 +508,12 @@ fn stages(
                 StepSpec::StopStaticPods { pods, timeout } => (
                     format!("stop {} by moving their manifests out of the manifests directory", pods.join(", ")),
                     true,
-                    per(&|d| stop_pods(d, pods, *timeout)),
+                    per(&|d| move_pods(d, pods, *timeout, Direction::Stop)),
                 ),
                 StepSpec::StartStaticPods { pods, timeout } => (
                     format!("start {} by moving their manifests back", pods.join(", ")),
                     true,
-                    per(&|d| start_pods(d, pods, *timeout)),
+                    per(&|d| move_pods(d, pods, *timeout, Direction::Start)),
                 ),
                 StepSpec::Restore { timeout } => (
                     "restore the snapshot into a new data directory (the old one is not touched)".to_string(),
@@ -490,22 +600,19 @@ fn stages(
                     }
                 }
                 StepSpec::KubeadmConfig => {
-                    let dirs: BTreeSet<&str> = nodes.iter().map(|d| d.new_volume_host_path.as_str()).collect();
-                    let scope = match (nodes.first(), dirs.len()) {
-                        (Some(first), 1) => Scope::Cluster(Actions {
+                    let scope = match nodes.first() {
+                        Some(first) => Scope::Cluster(Actions {
                             actions: vec![Action::KubeadmConfig {
                                 node: first.facts.name.clone(),
                                 kubeconfig: inputs.admin_kubeconfig.clone(),
-                                data_dir: first.new_volume_host_path.clone(),
+                                data_dirs: nodes
+                                    .iter()
+                                    .map(|d| (d.facts.name.clone(), d.new_volume_host_path.clone()))
+                                    .collect(),
                             }],
                             rollback: vec![],
                         }),
-                        _ => Scope::Cluster(Actions {
-                            actions: vec![Action::Note {
-                                text: "the new data directories differ between nodes, so kubeadm's one ClusterConfiguration.etcd.local.dataDir cannot name them all: before a `kubeadm upgrade`, move each node's data back to one path (see the report)".into(),
-                            }],
-                            rollback: vec![],
-                        }),
+                        None => Scope::Skipped("no nodes".into()),
                     };
                     ("keep kubeadm's ClusterConfiguration in step with etcd.yaml".to_string(), false, scope)
                 }
@@ -521,60 +628,105 @@ fn stages(
                     }),
                 ),
             };
-            steps.push(StepPlan { id, kind: spec.type_name().to_string(), title, destructive, scope });
+            steps.push(StepPlan {
+                id,
+                kind: spec.type_name().to_string(),
+                title,
+                destructive,
+                scope,
+            });
         }
-        out.push(StagePlan { name: stage.name.clone(), steps });
+        out.push(StagePlan {
+            name: stage.name.clone(),
+            steps,
+        });
     }
     out
 }
 
-fn stop_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64) -> Actions {
-    let mut actions = Vec::new();
-    let mut waits = Vec::new();
-    let mut rollback = Vec::new();
-    let mut rollback_waits = Vec::new();
-    for pod in pods {
-        let Some(pf) = d.facts.pod_file(pod) else {
-            actions.push(Action::Note { text: format!("{pod}: no manifest on this node, nothing to stop") });
-            continue;
-        };
-        let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
-        let aside = format!("{}/manifests/{}", d.run_dir, pf.file);
-        actions.push(Action::MoveFile { from: inside.clone(), to: aside.clone() });
-        let endpoints = discovery::pod_endpoints(pod, d.facts);
-        let dirs: Vec<String> = if pod == "etcd" { d.facts.data_dir_host.clone().into_iter().collect() } else { vec![] };
-        waits.push(Action::WaitStopped { pod: pod.clone(), endpoints: endpoints.clone(), dirs, timeout });
-        rollback.push(Action::MoveFile { from: aside, to: inside });
-        if !endpoints.is_empty() {
-            rollback_waits.push(Action::WaitListening { pod: pod.clone(), endpoints, timeout });
-        }
-    }
-    actions.extend(waits);
-    rollback.reverse();
-    rollback.extend(rollback_waits);
-    Actions { actions, rollback }
+/// Whether a step takes static pods down or brings them back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Stop,
+    Start,
 }
 
-fn start_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64) -> Actions {
+/// Moves pods' manifests out of (or back into) the manifests directory, then waits until they
+/// are gone (or listen again); the rollback does the opposite.
+fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Direction) -> Actions {
     let mut actions = Vec::new();
     let mut waits = Vec::new();
     let mut rollback = Vec::new();
     let mut rollback_waits = Vec::new();
     for pod in pods {
         let Some(pf) = d.facts.pod_file(pod) else {
-            actions.push(Action::Note { text: format!("{pod}: no manifest on this node, nothing to start") });
+            let verb = if direction == Direction::Stop {
+                "stop"
+            } else {
+                "start"
+            };
+            actions.push(Action::Note {
+                text: format!("{pod}: no manifest on this node, nothing to {verb}"),
+            });
             continue;
         };
         let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
         let aside = format!("{}/manifests/{}", d.run_dir, pf.file);
-        actions.push(Action::MoveFile { from: aside.clone(), to: inside.clone() });
         let endpoints = discovery::pod_endpoints(pod, d.facts);
-        if !endpoints.is_empty() {
-            waits.push(Action::WaitListening { pod: pod.clone(), endpoints: endpoints.clone(), timeout });
+        // What etcd must let go of: the old data directory when stopping the original, the new
+        // one when a rollback stops the restored member.
+        let stopped = |data_dir: Option<&String>| Action::WaitStopped {
+            pod: pod.clone(),
+            endpoints: endpoints.clone(),
+            dirs: data_dir
+                .filter(|_| pod == "etcd")
+                .cloned()
+                .into_iter()
+                .collect(),
+            timeout,
+        };
+        let listening = (!endpoints.is_empty()).then(|| Action::WaitListening {
+            pod: pod.clone(),
+            endpoints: endpoints.clone(),
+            timeout,
+        });
+        let (out, back) = match direction {
+            Direction::Stop => (
+                Action::MoveFile {
+                    from: inside.clone(),
+                    to: aside.clone(),
+                },
+                Action::MoveFile {
+                    from: aside,
+                    to: inside,
+                },
+            ),
+            Direction::Start => (
+                Action::MoveFile {
+                    from: aside.clone(),
+                    to: inside.clone(),
+                },
+                Action::MoveFile {
+                    from: inside,
+                    to: aside,
+                },
+            ),
+        };
+        actions.push(out);
+        rollback.push(back);
+        match direction {
+            Direction::Stop => {
+                waits.push(stopped(d.facts.data_dir_host.as_ref()));
+                rollback_waits.extend(listening);
+            }
+            Direction::Start => {
+                waits.extend(listening);
+                rollback_waits.push(stopped(Some(&d.data_dir_new)));
+            }
         }
-        rollback.push(Action::MoveFile { from: inside, to: aside });
-        let dirs: Vec<String> = if pod == "etcd" { vec![d.data_dir_new.clone()] } else { vec![] };
-        rollback_waits.push(Action::WaitStopped { pod: pod.clone(), endpoints, dirs, timeout });
+    }
+    if direction == Direction::Stop {
+        rollback.reverse();
     }
     actions.extend(waits);
     rollback.extend(rollback_waits);

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod build;
 pub mod render;
 
 /// Version of the saved plan format; `apply --plan` refuses other versions.
@@ -25,6 +26,8 @@ pub struct Plan {
     pub created_at: String,
     /// Cluster name from the inventory; typed by the user to confirm.
     pub cluster: String,
+    /// Inventory file the plan was made from (absolute path on the workstation).
+    pub inventory: String,
     /// Playbook name.
     pub playbook: String,
     /// What the plan was made from; `apply --plan` refuses when any of it changed.
@@ -389,8 +392,8 @@ pub enum Action {
         node: String,
         /// Admin kubeconfig on the node.
         kubeconfig: String,
-        /// New data directory.
-        data_dir: String,
+        /// New data-volume host path of each node.
+        data_dirs: BTreeMap<String, String>,
     },
     /// Something that happens and cannot be previewed in detail.
     Note {
@@ -474,9 +477,15 @@ impl Action {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Action::KubeadmConfig { node, kubeconfig, data_dir } => format!(
-                "on {node}: set etcd.local.dataDir to {data_dir} in the kubeadm-config ConfigMap with kubectl --kubeconfig {kubeconfig}, when kubectl and {kubeconfig} exist there; otherwise report the command to run (effect not previewable)"
-            ),
+            Action::KubeadmConfig { node, kubeconfig, data_dirs } => {
+                let dirs: std::collections::BTreeSet<&String> = data_dirs.values().collect();
+                match dirs.iter().next() {
+                    Some(dir) if dirs.len() == 1 => format!(
+                        "on {node}: set etcd.local.dataDir to {dir} in the kubeadm-config ConfigMap with kubectl --kubeconfig {kubeconfig}, when kubectl and {kubeconfig} exist there; otherwise report the command to run (effect not previewable)"
+                    ),
+                    _ => "report that kubeadm's single ClusterConfiguration.etcd.local.dataDir cannot name the nodes' different new data directories (effect not previewable)".to_string(),
+                }
+            }
             Action::Note { text } => text.clone(),
         }
     }
