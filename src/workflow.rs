@@ -214,6 +214,7 @@ pub fn ssh_setup(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<SshSetup>
     let connector = Connector::new(
         ConnectOptions {
             accept_new_host_keys: opts.accept_new_host_keys,
+            agent: crate::transport::Agent::FromEnvironment,
         },
         prompt,
     );

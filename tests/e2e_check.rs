@@ -319,7 +319,10 @@ fn check_sudo_user_etcd34_and_upload_through_sudo() {
     let hash = rt.block_on(async {
         use etcd_recover::remote::Remote;
         let connector = etcd_recover::transport::Connector::new(
-            Default::default(),
+            etcd_recover::transport::ConnectOptions {
+                accept_new_host_keys: false,
+                agent: etcd_recover::transport::Agent::Disabled,
+            },
             Arc::new(etcd_recover::transport::NoPrompt),
         );
         let node = connector.connect(&targets[1]).await.unwrap();

@@ -12,12 +12,22 @@ use std::time::{Duration, Instant};
 
 use common::sshd::{keygen, keygen_with, Sshd};
 use etcd_recover::remote::{Cmd, ExitStatus, Remote, RemoteError, WriteOpts};
-use etcd_recover::transport::{ConnectOptions, Connector, NoPrompt, PassphrasePrompt, SshNode};
+use etcd_recover::transport::{
+    Agent, ConnectOptions, Connector, NoPrompt, PassphrasePrompt, SshNode,
+};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+/// A connector that uses key files only: the machine's ssh-agent must not influence tests.
 fn connector() -> Connector {
-    Connector::new(ConnectOptions::default(), Arc::new(NoPrompt))
+    Connector::new(options(false), Arc::new(NoPrompt))
+}
+
+fn options(accept_new_host_keys: bool) -> ConnectOptions {
+    ConnectOptions {
+        accept_new_host_keys,
+        agent: Agent::Disabled,
+    }
 }
 
 async fn connect(sshd: &Sshd) -> SshNode {
@@ -106,12 +116,7 @@ async fn unknown_host_key_is_refused_then_accepted_on_request() {
     assert!(reason.contains("--accept-new-host-keys"), "{reason}");
     assert!(!kh.exists(), "a refused key must not be recorded");
 
-    let accepting = Connector::new(
-        ConnectOptions {
-            accept_new_host_keys: true,
-        },
-        Arc::new(NoPrompt),
-    );
+    let accepting = Connector::new(options(true), Arc::new(NoPrompt));
     let node = accepting.connect(&target).await.unwrap();
     assert_eq!(node.notes().len(), 1);
     assert!(node.notes()[0].contains(&fp), "{:?}", node.notes());
@@ -144,12 +149,7 @@ async fn changed_host_key_is_always_refused() {
     .unwrap();
     let mut target = sshd.target("cp-1");
     target.endpoint.known_hosts = vec![kh.clone()];
-    let accepting = Connector::new(
-        ConnectOptions {
-            accept_new_host_keys: true,
-        },
-        Arc::new(NoPrompt),
-    );
+    let accepting = Connector::new(options(true), Arc::new(NoPrompt));
     let err = accepting.connect(&target).await.unwrap_err();
     let RemoteError::HostKey { reason, .. } = &err else {
         panic!("{err}")
@@ -253,7 +253,7 @@ async fn passphrase_is_asked_once_per_key_file() {
         asked: AtomicU32::new(0),
         answer: Some("correct horse"),
     });
-    let c = Connector::new(ConnectOptions::default(), prompt.clone());
+    let c = Connector::new(options(false), prompt.clone());
     for node in c.connect_all(&targets).await {
         node.unwrap().close().await;
     }
@@ -268,6 +268,75 @@ async fn passphrase_is_asked_once_per_key_file() {
         "{reason}"
     );
     assert!(!reason.contains("correct horse"));
+}
+
+/// Keys in the ssh-agent are used: a passphrase-protected key file the agent holds needs no
+/// prompt, and with no key file at all the agent's keys are offered.
+#[tokio::test]
+async fn ssh_agent_keys_are_used() {
+    let sshd = Sshd::start();
+    let plain = sshd.dir.path().join("agent_key");
+    keygen(&plain);
+    std::fs::copy(
+        plain.with_extension("pub"),
+        sshd.dir.path().join("authorized_keys"),
+    )
+    .unwrap();
+    let locked = sshd.dir.path().join("agent_key_locked");
+    std::fs::copy(&plain, &locked).unwrap();
+    let encrypted = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-a", "1", "-P", "", "-N", "secret", "-f"])
+        .arg(&locked)
+        .output()
+        .unwrap();
+    assert!(encrypted.status.success());
+
+    let socket = sshd.dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&plain)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+
+    let prompt = Arc::new(CountingPrompt {
+        asked: AtomicU32::new(0),
+        answer: None,
+    });
+    let c = Connector::new(
+        ConnectOptions {
+            agent: Agent::Socket(socket.clone()),
+            ..Default::default()
+        },
+        prompt.clone(),
+    );
+    let mut target = sshd.target("cp-1");
+    target.endpoint.identity_files = vec![locked];
+    let result = c.connect(&target).await;
+    let mut only_agent = sshd.target("cp-2");
+    only_agent.endpoint.identity_files = vec![];
+    only_agent.endpoint.identities_only = false;
+    let result2 = c.connect(&only_agent).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    result.unwrap().close().await;
+    result2.unwrap().close().await;
+    assert_eq!(prompt.asked.load(Ordering::SeqCst), 0);
 }
 
 /// A closed port is reported at once as unreachable; a silent address within the timeout.

@@ -63,6 +63,8 @@ enum KeyState {
 /// once.
 pub struct KeyStore {
     prompt: Arc<dyn PassphrasePrompt>,
+    /// The ssh-agent's socket, if an agent is to be used.
+    agent_socket: Option<PathBuf>,
     keys: Mutex<HashMap<PathBuf, Arc<OnceCell<KeyState>>>>,
     agent_keys: OnceCell<Vec<PublicKey>>,
     /// One prompt on the terminal at a time.
@@ -76,10 +78,12 @@ impl std::fmt::Debug for KeyStore {
 }
 
 impl KeyStore {
-    /// An empty store that asks passphrases through `prompt`.
-    pub fn new(prompt: Arc<dyn PassphrasePrompt>) -> Self {
+    /// An empty store that asks passphrases through `prompt` and uses the ssh-agent listening
+    /// on `agent_socket`, if any.
+    pub fn new(prompt: Arc<dyn PassphrasePrompt>, agent_socket: Option<PathBuf>) -> Self {
         KeyStore {
             prompt,
+            agent_socket,
             keys: Mutex::new(HashMap::new()),
             agent_keys: OnceCell::new(),
             prompting: Mutex::new(()),
@@ -93,16 +97,22 @@ impl KeyStore {
         }
     }
 
+    /// A fresh connection to the agent (each session signs through its own).
+    async fn agent(&self) -> Option<AgentClient<tokio::net::UnixStream>> {
+        let socket = self.agent_socket.as_ref()?;
+        AgentClient::connect_uds(socket).await.ok()
+    }
+
     async fn agent_public_keys(&self) -> &[PublicKey] {
         self.agent_keys
             .get_or_init(|| async {
-                match AgentClient::connect_env().await {
-                    Ok(mut agent) => agent
+                match self.agent().await {
+                    Some(mut agent) => agent
                         .request_identities()
                         .await
                         .map(|ids| ids.iter().map(|i| i.public_key().into_owned()).collect())
                         .unwrap_or_default(),
-                    Err(_) => Vec::new(),
+                    None => Vec::new(),
                 }
             })
             .await
@@ -203,7 +213,7 @@ pub(crate) async fn authenticate(
     let mut tried: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut offered: Vec<PublicKey> = Vec::new();
-    let mut agent = AgentClient::connect_env().await.ok();
+    let mut agent = keys.agent().await;
 
     for file in &endpoint.identity_files {
         let shown = file.display();
@@ -292,8 +302,15 @@ pub(crate) async fn authenticate(
     } else {
         format!("the server refused {}", tried.join(", "))
     };
-    if agent.is_none() && std::env::var_os("SSH_AUTH_SOCK").is_none() && tried.is_empty() {
-        reason.push_str(" (no ssh-agent: SSH_AUTH_SOCK is not set)");
+    if tried.is_empty() {
+        match (&keys.agent_socket, &agent) {
+            (None, _) => reason.push_str(" (no ssh-agent: SSH_AUTH_SOCK is not set)"),
+            (Some(s), None) => reason.push_str(&format!(
+                " (the ssh-agent at {} does not answer)",
+                s.display()
+            )),
+            _ => {}
+        }
     }
     for n in &notes {
         reason.push_str("; ");

@@ -19,4 +19,4 @@ mod scripts;
 mod session;
 
 pub use auth::{KeyStore, NoPrompt, PassphrasePrompt};
-pub use node::{ConnectOptions, Connector, SshNode};
+pub use node::{Agent, ConnectOptions, Connector, SshNode};

@@ -5,7 +5,7 @@
 //! [`crate::remote::shell_join`] only; privileged commands are prefixed with `sudo -n --` when
 //! the node needs it (never with a password, and never with a PTY).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,11 +48,37 @@ pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 /// How connections are made.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     /// Record unknown host keys (`StrictHostKeyChecking=accept-new`). A changed key is always
     /// refused.
     pub accept_new_host_keys: bool,
+    /// Which ssh-agent to use.
+    pub agent: Agent,
+}
+
+/// Which ssh-agent signs with its keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Agent {
+    /// The one `SSH_AUTH_SOCK` names, if set.
+    #[default]
+    FromEnvironment,
+    /// The one listening on this socket.
+    Socket(PathBuf),
+    /// None: only key files.
+    Disabled,
+}
+
+impl Agent {
+    fn socket(&self) -> Option<PathBuf> {
+        match self {
+            Agent::FromEnvironment => std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            Agent::Socket(p) => Some(p.clone()),
+            Agent::Disabled => None,
+        }
+    }
 }
 
 /// Opens sessions to nodes; shares loaded keys (and so passphrase prompts) between them.
@@ -66,7 +92,7 @@ impl Connector {
     /// A connector that asks for key passphrases through `prompt`.
     pub fn new(options: ConnectOptions, prompt: Arc<dyn PassphrasePrompt>) -> Self {
         Connector {
-            keys: Arc::new(KeyStore::new(prompt)),
+            keys: Arc::new(KeyStore::new(prompt, options.agent.socket())),
             options,
         }
     }
@@ -131,7 +157,7 @@ impl Connector {
     }
 }
 
-fn key_files(targets: &[SshTarget]) -> Vec<std::path::PathBuf> {
+fn key_files(targets: &[SshTarget]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for t in targets {
         for e in t.jumps.iter().chain(std::iter::once(&t.endpoint)) {

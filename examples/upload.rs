@@ -1,0 +1,49 @@
+//! Uploads a file to one node of an inventory with etcd-recover's SSH transport, the way a
+//! restore stages its snapshot, and prints the throughput. Used by `scripts/bench-upload.sh`.
+//!
+//! ```text
+//! cargo run --release --example upload -- INVENTORY NODE LOCAL_FILE REMOTE_PATH
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use etcd_recover::inventory::{self, ResolveOptions};
+use etcd_recover::remote::Remote;
+use etcd_recover::transport::{ConnectOptions, Connector, NoPrompt};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [inventory_path, node_name, local, remote] = args.as_slice() else {
+        bail!("usage: upload INVENTORY NODE LOCAL_FILE REMOTE_PATH");
+    };
+    let inv = inventory::load(&PathBuf::from(inventory_path))?.inventory;
+    let opts = ResolveOptions::from_environment(inventory::load_ssh_config(None)?, None);
+    let targets = inventory::resolve_targets(&inv, &opts)?;
+    let target = targets
+        .iter()
+        .find(|t| &t.node == node_name)
+        .with_context(|| format!("no node {node_name} in {inventory_path}"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let connector = Connector::new(ConnectOptions::default(), Arc::new(NoPrompt));
+        let node = connector.connect(target).await?;
+        let size = std::fs::metadata(local)?.len();
+        let started = Instant::now();
+        let hash = node
+            .upload(&PathBuf::from(local), remote, 0o600, &|_| {})
+            .await?;
+        let secs = started.elapsed().as_secs_f64();
+        node.close().await;
+        writeln!(
+            std::io::stdout(),
+            "uploaded {size} bytes in {secs:.2}s ({:.1} MiB/s), sha256 {}",
+            size as f64 / secs / (1024.0 * 1024.0),
+            hex::encode(hash)
+        )?;
+        anyhow::Ok(())
+    })
+}
