@@ -1,6 +1,7 @@
 //! Failure paths end to end, on real lab clusters with the real binary: a step fails at every
 //! point of the restore and the automatic rollback must leave the cluster exactly as it was;
 //! SSH to a node is lost before or during a run.
+#![allow(clippy::print_stderr)]
 
 mod support;
 
@@ -28,6 +29,9 @@ fn a_failure_at_every_stage_rolls_back_to_exactly_the_cluster_before() {
     let l = Lab::up(LabOptions {
         nodes: 3,
         poll_ms: 200,
+        // A plain user through sudo: every remote command skips root's heavy login shell
+        // setup on this machine, which keeps these long loops short.
+        ssh_user: Some("erlab".into()),
         ..LabOptions::default()
     })
     .expect("lab up");
@@ -127,6 +131,9 @@ fn lost_ssh_before_and_during_a_run() {
     let l = Lab::up(LabOptions {
         nodes: 3,
         poll_ms: 200,
+        // A plain user through sudo: every remote command skips root's heavy login shell
+        // setup on this machine, which keeps these long loops short.
+        ssh_user: Some("erlab".into()),
         ..LabOptions::default()
     })
     .expect("lab up");

@@ -1,5 +1,6 @@
 //! The orchestrator is SIGKILLed at every stage boundary of a real restore; `resume` must
 //! finish the run, or `rollback` must undo it, from whatever the nodes and the journal hold.
+#![allow(clippy::print_stderr)]
 
 mod support;
 
@@ -44,6 +45,9 @@ fn sigkill_at_every_stage_boundary_then_resume_completes_the_restore() {
     let l = Lab::up(LabOptions {
         nodes: 3,
         poll_ms: 200,
+        // A plain user through sudo: every remote command skips root's heavy login shell
+        // setup on this machine, which keeps these long loops short.
+        ssh_user: Some("erlab".into()),
         ..LabOptions::default()
     })
     .expect("lab up");
@@ -112,6 +116,9 @@ fn sigkill_at_every_stage_boundary_then_rollback_restores_the_cluster_before() {
     let l = Lab::up(LabOptions {
         nodes: 3,
         poll_ms: 200,
+        // A plain user through sudo: every remote command skips root's heavy login shell
+        // setup on this machine, which keeps these long loops short.
+        ssh_user: Some("erlab".into()),
         ..LabOptions::default()
     })
     .expect("lab up");
