@@ -212,11 +212,9 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
     );
 
     // Directly: cp-1 is unreachable, cp-2 and cp-3 are still checked and pass.
-    // A stopped sshd refuses at once; the timeout only bounds the healthy nodes' handshakes,
-    // which a busy machine can slow down.
-    let run = check(&lab.inventory, &["-o", "json", "--connect-timeout", "10"]);
+    let run = check(&lab.inventory, &["-o", "json"]);
     assert_eq!(run.code, 3);
-    assert!(run.took < Duration::from_secs(30), "{:?}", run.took);
+    assert!(run.took < Duration::from_secs(20), "{:?}", run.took);
     let r = run.json();
     let cp1 = node(&r, "cp-1");
     assert_eq!(cp1["ok"], false);
@@ -229,8 +227,8 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
             lab.node_ip(1)
         )));
     assert_eq!(cp1["etcd"]["status"], "skipped");
-    assert_eq!(node(&r, "cp-2")["ok"], true, "{r:#}");
-    assert_eq!(node(&r, "cp-3")["ok"], true, "{r:#}");
+    assert_eq!(node(&r, "cp-2")["ok"], true, "{}", node(&r, "cp-2"));
+    assert_eq!(node(&r, "cp-3")["ok"], true, "{}", node(&r, "cp-3"));
     let out = lab.lab(&["fault", "--node", "cp-1", "start-sshd"]).unwrap();
     assert!(
         out.status.success(),
@@ -246,13 +244,13 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
         t.replacen(
             &format!("    host: {}\n", lab.node_ip(2)),
             &format!(
-                "    host: {}\n    ssh: {{port: {silent_port}}}\n",
+                "    host: {}\n    ssh: {{port: {silent_port}, connect_timeout: 2}}\n",
                 lab.node_ip(2)
             ),
             1,
         )
     });
-    let run = check(&silent_inv, &["-o", "json", "--connect-timeout", "2"]);
+    let run = check(&silent_inv, &["-o", "json"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.took >= Duration::from_secs(2) && run.took < Duration::from_secs(15),
@@ -268,8 +266,8 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
         err.contains("no SSH session within 2s (connect_timeout)"),
         "{err}"
     );
-    assert_eq!(node(&r, "cp-1")["ok"], true);
-    assert_eq!(node(&r, "cp-3")["ok"], true);
+    assert_eq!(node(&r, "cp-1")["ok"], true, "{}", node(&r, "cp-1"));
+    assert_eq!(node(&r, "cp-3")["ok"], true, "{}", node(&r, "cp-3"));
     drop(silent);
 }
 
