@@ -168,7 +168,8 @@ pub struct RunArgs {
 #[command(after_help = "Examples:
   etcd-recover status                 # every run on this workstation
   etcd-recover status 20261122-031500-1a2b
-  etcd-recover status 20261122-031500-1a2b -o json")]
+  etcd-recover status 20261122-031500-1a2b -o json
+  etcd-recover status 20261122-031500-1a2b -i inventory.yaml   # also each node's own record")]
 pub struct StatusArgs {
     /// Run id; without it, list runs
     pub run: Option<String>,
