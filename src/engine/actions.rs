@@ -288,6 +288,12 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
     ) -> anyhow::Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
+        self.emit(Event::Waiting {
+            node: Some(r.node().to_string()),
+            what: format!("{pod} to stop"),
+            elapsed: Duration::ZERO,
+            detail: "first check".into(),
+        });
         loop {
             let occ = node::occupancy(r, pod, dirs).await?;
             let mut holding = Vec::new();
@@ -340,6 +346,12 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
     ) -> anyhow::Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
+        self.emit(Event::Waiting {
+            node: Some(r.node().to_string()),
+            what: format!("{pod} to start"),
+            elapsed: Duration::ZERO,
+            detail: "first check".into(),
+        });
         loop {
             let listeners = node::listeners(r).await?;
             let missing: Vec<String> = endpoints
@@ -513,6 +525,12 @@ exit 0"#,
     async fn wait_etcd(&self, timeout: u64) -> anyhow::Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
+        self.emit(Event::Waiting {
+            node: None,
+            what: "etcd to be healthy".into(),
+            elapsed: Duration::ZERO,
+            detail: "first check".into(),
+        });
         loop {
             match self.checks.etcd_health(&self.plan).await {
                 Ok(_) => return Ok(()),

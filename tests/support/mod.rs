@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: run the real binary against a real lab, read etcd directly.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -439,4 +441,9 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// SHA-256 of a file, hex.
+pub fn hex_sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
