@@ -256,11 +256,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
             continue;
         };
         let vol_trim = vol.trim_end_matches('/');
-        let new_vol = if f.data_volume_is_mount {
-            format!("{vol_trim}/etcd-restored-{}", inputs.run_id)
-        } else {
-            format!("{vol_trim}-restored-{}", inputs.run_id)
-        };
+        let new_vol = restored_path(vol_trim, &inputs.run_id, f.data_volume_is_mount);
         let rel = data_old.strip_prefix(vol_trim).unwrap_or("");
         let data_new = format!("{new_vol}{rel}");
         if let Some(free) = f.free_bytes {
@@ -644,6 +640,35 @@ fn stages(
     out
 }
 
+/// Where a run restores to, next to (or, for a mount point, inside) the data volume. A volume
+/// that is itself an earlier run's restore is named after its origin, so repeated restores do
+/// not grow the name: `/var/lib/etcd-restored-A` restored again becomes
+/// `/var/lib/etcd-restored-B`.
+fn restored_path(volume: &str, run_id: &str, is_mount_point: bool) -> String {
+    if is_mount_point {
+        return format!("{volume}/etcd-restored-{run_id}");
+    }
+    let mut base = volume;
+    while let Some(i) = base.rfind("-restored-") {
+        if !is_run_id(&base[i + "-restored-".len()..]) {
+            break;
+        }
+        base = &base[..i];
+    }
+    format!("{base}-restored-{run_id}")
+}
+
+/// `YYYYMMDD-HHMMSS-xxxx`, as made by `workflow::new_run_id`.
+fn is_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'-'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'-'
+        && b[16..].iter().all(u8::is_ascii_hexdigit)
+}
+
 /// Whether a step takes static pods down or brings them back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -752,4 +777,34 @@ fn expand(argv: &[String], d: &NodePlanData<'_>, run_id: &str) -> Vec<String> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_restores_do_not_grow_the_directory_name() {
+        let r1 = "20261122-063024-9f6f";
+        let r2 = "20261122-063038-f663";
+        assert_eq!(
+            restored_path("/var/lib/etcd", r1, false),
+            format!("/var/lib/etcd-restored-{r1}")
+        );
+        let once = restored_path("/var/lib/etcd", r1, false);
+        assert_eq!(
+            restored_path(&once, r2, false),
+            format!("/var/lib/etcd-restored-{r2}")
+        );
+        // Only run ids are stripped: a name that merely contains the word stays.
+        assert_eq!(
+            restored_path("/data/etcd-restored-by-hand", r2, false),
+            format!("/data/etcd-restored-by-hand-restored-{r2}")
+        );
+        // A mount point gets the new directory inside, on the same filesystem.
+        assert_eq!(
+            restored_path("/mnt/etcd", r1, true),
+            format!("/mnt/etcd/etcd-restored-{r1}")
+        );
+    }
 }
