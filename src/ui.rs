@@ -65,6 +65,10 @@ struct Bar {
 /// What happened in the current stage, for its summary line.
 #[derive(Default)]
 struct StageTally {
+    /// The stage being run and since when.
+    open: Option<(String, Instant)>,
+    /// True when its failures have been summed up already (see [`Printer::close_stage`]).
+    reported: bool,
     nodes: Vec<String>,
     failed: Vec<String>,
     already: usize,
@@ -84,7 +88,7 @@ fn spinner_style() -> ProgressStyle {
 
 fn upload_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "  {spinner:.cyan} {prefix:<8} {secs}  staging snapshot [{bar:24.cyan/blue}] {binary_bytes}/{binary_total_bytes}, {binary_bytes_per_sec}, {eta} left",
+        "  {spinner:.cyan} {prefix:<8} {secs}  staging snapshot [{bar:24.cyan/blue}] {binary_bytes}/{binary_total_bytes} at {binary_bytes_per_sec}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .with_key("secs", secs_key)
@@ -209,6 +213,36 @@ impl Printer {
         let _ = self.multi.println(text);
     }
 
+    /// Ends the current stage's block with a summary line when it did not complete: which
+    /// nodes failed, after how long. Called before a rollback and before the failure prompt.
+    pub fn close_stage(&self) {
+        if self.style != Style::Live {
+            return;
+        }
+        let mut t = self.tally();
+        let Some((stage, since)) = t.open.clone() else {
+            return;
+        };
+        if t.reported {
+            return;
+        }
+        t.reported = true;
+        let mut failed = t.failed.clone();
+        failed.sort();
+        let how = if failed.is_empty() {
+            "stopped".to_string()
+        } else {
+            format!("FAILED on {}", failed.join(", "))
+        };
+        let line = format!(
+            "  {} {stage}: {how} after {}",
+            console::style("\u{2500}\u{2500}").for_stderr().dim(),
+            live_secs(since.elapsed())
+        );
+        drop(t);
+        let _ = self.multi.println(line);
+    }
+
     fn live(&self, e: &Event) {
         match e {
             Event::StageStarted {
@@ -216,7 +250,10 @@ impl Printer {
                 index,
                 total,
             } => {
-                *self.tally() = StageTally::default();
+                *self.tally() = StageTally {
+                    open: Some((stage.clone(), Instant::now())),
+                    ..StageTally::default()
+                };
                 let _ = self.multi.println(format!(
                     "{}",
                     console::style(format!("Stage {index}/{total}: {stage}"))
@@ -334,6 +371,7 @@ impl Printer {
                     .map(|b| b.started.elapsed());
                 {
                     let mut t = self.tally();
+                    t.reported = false;
                     if !t.failed.contains(&n) {
                         t.failed.push(n.clone());
                     }
@@ -350,20 +388,33 @@ impl Printer {
                 for l in lines {
                     text.push_str(&format!("\n             {l}"));
                 }
+                // A failed undo reports `rollback of STEP`; its live line is STEP's.
+                let bar_step = step.strip_prefix("rollback of ").unwrap_or(step);
+                if bar_step != step {
+                    if let Some(b) = self.bars().remove(&(bar_step.to_string(), n.clone())) {
+                        b.bar.finish_and_clear();
+                        self.multi.remove(&b.bar);
+                    }
+                }
                 self.finish_bar(step, &n, text);
             }
-            Event::RollbackStarted { reason } => {
+            Event::RollbackStarted { .. } => {
+                // What failed is on the lines above (and in the report).
+                self.close_stage();
                 let _ = self.multi.println(format!(
-                    "{} {reason}",
-                    console::style("Rolling back:").for_stderr().bold()
+                    "{}",
+                    console::style("Rolling back every completed step on every node, newest first")
+                        .for_stderr()
+                        .bold()
                 ));
             }
             Event::RolledBack { step, node } => {
-                let _ = self.multi.println(format!(
+                let text = format!(
                     "  {} {:<8} {step}  rolled back",
                     console::style("\u{21a9}").for_stderr().yellow(),
                     who(node)
-                ));
+                );
+                self.finish_bar(step, who(node), text);
             }
             // Follow-ups are listed once, at the end of the run (and in the report).
             Event::FollowUp { .. } => {}

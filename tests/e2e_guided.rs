@@ -326,12 +326,47 @@ fn a_failed_step_offers_rollback_and_rollback_restores_the_cluster() {
         "{screen}"
     );
     assert!(screen.contains("retry the failed step"), "{screen}");
+    // The failed stage is summed up before the question.
+    assert!(
+        screen.contains("\u{2500}\u{2500} site-check: FAILED on cp-1, cp-2, cp-3 after "),
+        "{screen}"
+    );
     t.keys(&["Enter"]);
     let (code, screen) = t.wait_exit(300);
     assert_eq!(code, 5, "{screen}");
     assert!(
         screen.contains("was rolled back: the cluster is as it was before"),
         "{screen}"
+    );
+    // One line per node and undone step, none left spinning.
+    assert!(
+        screen.contains("Rolling back every completed step on every node, newest first"),
+        "{screen}"
+    );
+    for i in 1..=3 {
+        for step in [
+            "site-check/1",
+            "start-etcd/1",
+            "rewrite-manifest/1",
+            "restore/1",
+            "stop-etcd/1",
+            "stop-apiserver/1",
+            "stage-snapshot/1",
+            "preflight/1",
+        ] {
+            let line = format!("  \u{21a9} cp-{i}     {step}  rolled back");
+            assert_eq!(
+                screen.lines().filter(|l| l.trim_end() == line).count(),
+                1,
+                "{line:?} in:\n{screen}"
+            );
+        }
+    }
+    assert!(
+        !screen
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "a spinner was left: {screen}"
     );
     t.assert_clean();
     assert_eq!(

@@ -468,6 +468,7 @@ fn failure_prompt(
     no_rollback: bool,
 ) -> impl Fn(&[Failure]) -> OnFailure + Send + Sync {
     move |failures: &[Failure]| {
+        printer.close_stage();
         printer.suspend(|| {
             eprintln!();
             for f in failures {
