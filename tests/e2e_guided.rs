@@ -242,6 +242,12 @@ fn the_right_name_restores_with_live_progress() {
             body.join("\n")
         );
     }
+    assert!(
+        !screen
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "a spinner was left: {screen}"
+    );
     t.assert_clean();
 }
 
