@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark: wall time and peak RSS of `etcd-recover plan` against 3- and 5-node lab clusters.
 # Uses release builds. Prints a Markdown table; see docs/benchmarks.md.
-#   scripts/bench-plan.sh [RUNS]   (default 5 runs per size; the median is reported)
+#   scripts/bench-plan.sh [--debug] [RUNS]   (default 5 runs per size; the median is reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile=release
+if [ "${1:-}" = --debug ]; then profile=debug; shift; fi
 runs=${1:-5}
 bash scripts/setup.sh >/dev/null
-cargo build --release --workspace --quiet
-bin=${CARGO_TARGET_DIR:-target}/release
+if [ "$profile" = release ]; then cargo build --release --workspace --quiet; else cargo build --workspace --quiet; fi
+bin=${CARGO_TARGET_DIR:-target}/$profile
+echo "build: $profile; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 command -v /usr/bin/time >/dev/null || { echo "bench: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/etcd-recover-bench-plan.XXXXXX)

@@ -53,6 +53,8 @@ pub enum Exit {
     Paused = 6,
     /// The user declined a confirmation; nothing was changed.
     Declined = 7,
+    /// Ctrl-C before anything was changed (the shell convention for SIGINT, 128 + 2).
+    Interrupted = 130,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -281,8 +281,10 @@ pub struct LiveChecks {
     endpoints: Vec<EtcdEndpoint>,
     remotes: BTreeMap<String, Arc<dyn Remote>>,
     timeout: Duration,
-    // Tunnels and clients are reused across polls; a failed attempt drops them.
+    // Tunnels and clients are reused across polls; every fifth failed attempt in a row drops
+    // them, in case a tunnel or a connection is what fails.
     cache: tokio::sync::Mutex<HashMap<String, (Client, Forward)>>,
+    failures: std::sync::atomic::AtomicUsize,
 }
 
 impl LiveChecks {
@@ -293,6 +295,7 @@ impl LiveChecks {
             remotes,
             timeout: Duration::from_secs(5),
             cache: tokio::sync::Mutex::new(HashMap::new()),
+            failures: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -318,7 +321,15 @@ impl ClusterChecks for LiveChecks {
             .collect();
         let res = verify_restored(plan, &mut clients).await;
         if res.is_err() {
-            cache.clear();
+            let n = self
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            if n % 5 == 0 {
+                cache.clear();
+            }
+        } else {
+            self.failures.store(0, std::sync::atomic::Ordering::SeqCst);
         }
         res
     }

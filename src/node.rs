@@ -228,6 +228,26 @@ pub struct Occupancy {
     pub containers: Vec<String>,
 }
 
+/// Shell fragment: for every directory in `"$@"`, prints `P <pid> <dir>` for each process whose
+/// working directory or an open file is inside it. One `find` over `/proc` (a loop with one
+/// `readlink` per file descriptor costs thousands of processes per poll on a busy node); the
+/// loop stays as the fallback where `find` is missing.
+const USERS_OF_DIRS: &str = r#"for d in "$@"; do
+  d=${d%/}
+  if command -v find >/dev/null 2>&1; then
+    pat=$(printf '%s' "$d" | sed 's/[][*?\\]/\\&/g')
+    find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$pat" -o -lname "$pat/*" \) 2>/dev/null |
+      while IFS=/ read -r _ _ p _; do echo "P $p $d"; done | sort -u
+  else
+    for p in /proc/[0-9]*; do
+      for f in "$p"/cwd "$p"/fd/*; do
+        l=$(readlink "$f" 2>/dev/null) || continue
+        case "$l" in "$d"|"$d"/*) echo "P ${p#/proc/} $d"; break;; esac
+      done
+    done
+  fi
+done"#;
+
 /// Looks at listeners, directory users and containers in one round trip.
 pub async fn occupancy(
     node: &dyn Remote,
@@ -238,18 +258,15 @@ pub async fn occupancy(
     args.extend(dirs.iter().cloned());
     let out = node
         .run(&Cmd::script(
-            r#"pod=$1; shift
+            &format!(
+                r#"pod=$1; shift
 ss -Hltn | sed 's/^/L /'
-for d in "$@"; do
-  d=${d%/}
-  # One find over every process's cwd and open files; no process per file descriptor.
-  find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$d" -o -lname "$d/*" \) 2>/dev/null |
-    cut -d/ -f3 | sort -u | sed "s|\$| $d|; s|^|P |"
-done
+{USERS_OF_DIRS}
 if command -v crictl >/dev/null 2>&1; then
   crictl ps -q --state running --name "^$pod\$" --label io.kubernetes.pod.namespace=kube-system 2>/dev/null | sed 's/^/C /'
 fi
-exit 0"#,
+exit 0"#
+            ),
             args,
         ))
         .await?;
@@ -268,6 +285,10 @@ exit 0"#,
                 users.entry(dir.to_string()).or_default().push(pid);
             }
         }
+    }
+    for pids in users.values_mut() {
+        pids.sort_unstable();
+        pids.dedup();
     }
     occ.users = users.into_iter().collect();
     occ.containers = text
@@ -328,17 +349,13 @@ pub async fn listeners(node: &dyn Remote) -> Result<Vec<Listener>, RemoteError> 
 /// Pids of processes with an open file, working directory or root under `dir`.
 pub async fn processes_using(node: &dyn Remote, dir: &str) -> Result<Vec<u32>, RemoteError> {
     let out = node
-        .run(&Cmd::script(
-            r#"d=${1%/}
-find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 \( -lname "$d" -o -lname "$d/*" \) 2>/dev/null |
-  cut -d/ -f3 | sort -u"#,
-            [dir],
-        ))
+        .run(&Cmd::script(&format!("{USERS_OF_DIRS}\nexit 0"), [dir]))
         .await?;
     let mut pids: Vec<u32> = out
         .stdout_text()
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .filter_map(|l| l.strip_prefix("P "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
     pids.sort_unstable();
     pids.dedup();
@@ -498,6 +515,39 @@ mod tests {
         };
         node.write_file_atomic(&fresh, b"x", &opts).await.unwrap();
         assert_eq!(stat(&node, &fresh).await.unwrap().unwrap().mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn processes_using_finds_an_open_file_inside_but_not_a_sibling_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        // A name with glob characters, and a sibling that shares its prefix.
+        let d = base.join("etcd[1]*");
+        let sibling = base.join("etcd[1]*-old");
+        std::fs::create_dir_all(d.join("member")).unwrap();
+        std::fs::create_dir_all(&sibling).unwrap();
+        std::fs::write(d.join("member/db"), b"x").unwrap();
+        std::fs::write(sibling.join("db"), b"x").unwrap();
+        let spawn = |file: std::path::PathBuf| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg("exec 3<\"$1\"; exec sleep 30")
+                .arg("sh")
+                .arg(file)
+                .current_dir(&base)
+                .spawn()
+                .unwrap()
+        };
+        let mut inside = spawn(d.join("member/db"));
+        let mut beside = spawn(sibling.join("db"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let node = Localhost::new("cp-1");
+        let pids = processes_using(&node, d.to_str().unwrap()).await.unwrap();
+        for c in [&mut inside, &mut beside] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_eq!(pids, vec![inside.id()]);
     }
 
     #[tokio::test]

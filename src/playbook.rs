@@ -239,11 +239,30 @@ impl Playbook {
                             stage.name
                         );
                     }
-                    StepSpec::Command { name, run, .. } if run.is_empty() => {
-                        bail!(
-                            "{origin}{}: command step `{name}` has an empty `run`",
-                            line_of(&format!("name: {name}"))
-                        );
+                    StepSpec::Command {
+                        name,
+                        run,
+                        rollback,
+                        ..
+                    } => {
+                        let at = line_of(&format!("name: {name}"));
+                        if run.is_empty() {
+                            bail!("{origin}{at}: command step `{name}` has an empty `run`");
+                        }
+                        for arg in run.iter().chain(rollback.iter().flatten()) {
+                            if let Some(cmd) = arg.strip_prefix('@') {
+                                if !INVENTORY_COMMANDS.contains(&cmd) {
+                                    bail!(
+                                        "{origin}{at}: command step `{name}` uses `{arg}`, but the inventory defines no command `{cmd}`; known: {}",
+                                        INVENTORY_COMMANDS
+                                            .iter()
+                                            .map(|c| format!("@{c}"))
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    );
+                                }
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -306,6 +325,9 @@ impl Playbook {
         Ok(())
     }
 }
+
+/// Inventory commands a `command` step can name as `@NAME` (from each node's `commands:`).
+pub const INVENTORY_COMMANDS: &[&str] = &["restart_kubelet"];
 
 /// Every step type name, for error messages and docs.
 pub const STEP_TYPES: &[&str] = &[
@@ -374,6 +396,18 @@ mod tests {
         );
         let msg = format!("{:#}", Playbook::parse(&text, "pb.yaml").unwrap_err());
         assert!(msg.contains("never stops kube-apiserver"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_inventory_command_is_refused_at_load_time() {
+        let text =
+            RESTORE_STACKED.replace("run: [\"@restart_kubelet\"]", "run: [\"@restart_kubelt\"]");
+        let msg = format!("{:#}", Playbook::parse(&text, "pb.yaml").unwrap_err());
+        assert!(
+            msg.contains("`@restart_kubelt`") && msg.contains("known: @restart_kubelet"),
+            "{msg}"
+        );
+        assert!(msg.starts_with("pb.yaml:"), "{msg}");
     }
 
     #[test]

@@ -346,10 +346,14 @@ impl Report {
                 );
             }
             let mut shown = std::collections::BTreeSet::new();
+            let mut first = true;
             for s in steps {
                 for a in &s.actions {
                     if shown.insert((s.node.clone(), a.clone())) {
-                        let _ = writeln!(o, "\n- {}: {}", s.node, a.replace('|', "\\|"));
+                        if std::mem::take(&mut first) {
+                            let _ = writeln!(o);
+                        }
+                        let _ = writeln!(o, "- {}: {}", s.node, a.replace('|', "\\|"));
                     }
                 }
             }

@@ -11,10 +11,11 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::json;
 
 use crate::engine::{Event, Observer};
@@ -47,8 +48,47 @@ impl Style {
 pub struct Printer {
     style: Style,
     multi: MultiProgress,
-    bars: Mutex<HashMap<(String, String), (ProgressBar, Instant)>>,
+    bars: Mutex<HashMap<(String, String), Bar>>,
+    stage: Mutex<StageTally>,
+    prompting: AtomicBool,
     out: Mutex<Box<dyn Write + Send>>,
+}
+
+/// A node's live line for one step.
+struct Bar {
+    bar: ProgressBar,
+    started: Instant,
+    /// True while the line shows the snapshot upload as a bar.
+    uploading: bool,
+}
+
+/// What happened in the current stage, for its summary line.
+#[derive(Default)]
+struct StageTally {
+    nodes: Vec<String>,
+    failed: Vec<String>,
+    already: usize,
+    steps: usize,
+}
+
+/// Elapsed time of the current action, `{secs}` in the live templates.
+fn secs_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{:>5.1} s", state.elapsed().as_secs_f64());
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("  {spinner:.cyan} {prefix:<8} {secs}  {wide_msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .with_key("secs", secs_key)
+}
+
+fn upload_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "  {spinner:.cyan} {prefix:<8} {secs}  staging snapshot [{bar:24.cyan/blue}] {binary_bytes}/{binary_total_bytes}, {binary_bytes_per_sec}, {eta} left",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key("secs", secs_key)
+    .progress_chars("=> ")
 }
 
 impl Printer {
@@ -68,6 +108,8 @@ impl Printer {
             style,
             multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
+            stage: Mutex::new(StageTally::default()),
+            prompting: AtomicBool::new(false),
             out: Mutex::new(out),
         }
     }
@@ -77,7 +119,7 @@ impl Printer {
         self.style
     }
 
-    /// Prints a line above the bars (or as a plain line).
+    /// Prints a line above the bars (or as a plain line, or as a JSON `message` event).
     pub fn line(&self, text: &str) {
         match self.style {
             Style::Live => {
@@ -90,9 +132,28 @@ impl Printer {
         }
     }
 
-    /// Runs `f` with the bars hidden (for prompts), then redraws them.
+    /// Prints a warning: `warning: ...` (a `warning` event in JSON).
+    pub fn warning(&self, text: &str) {
+        match self.style {
+            Style::Json => {
+                self.write(&json!({"at": now(), "event": "warning", "text": text}).to_string())
+            }
+            _ => self.line(&format!("warning: {text}")),
+        }
+    }
+
+    /// Runs `f` with the bars hidden (for prompts), then redraws them. While `f` runs,
+    /// [`Printer::prompting`] is true.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.multi.suspend(f)
+        self.prompting.store(true, Ordering::SeqCst);
+        let r = self.multi.suspend(f);
+        self.prompting.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// True while a prompt owns the terminal.
+    pub fn prompting(&self) -> bool {
+        self.prompting.load(Ordering::SeqCst)
     }
 
     fn write(&self, line: &str) {
@@ -102,33 +163,211 @@ impl Printer {
         }
     }
 
-    fn bar(&self, step: &str, node: &str) -> ProgressBar {
-        let mut bars = match self.bars.lock() {
+    fn bars(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Bar>> {
+        match self.bars.lock() {
             Ok(b) => b,
             Err(p) => p.into_inner(),
-        };
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, StageTally> {
+        match self.stage.lock() {
+            Ok(b) => b,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The live line of `node` for `step`, created on first use.
+    fn bar(&self, step: &str, node: &str) -> ProgressBar {
+        let mut bars = self.bars();
         let key = (step.to_string(), node.to_string());
-        if let Some((b, _)) = bars.get(&key) {
-            return b.clone();
+        if let Some(b) = bars.get(&key) {
+            return b.bar.clone();
         }
         let b = self.multi.add(ProgressBar::new_spinner());
-        b.set_style(
-            ProgressStyle::with_template("  {spinner} {prefix:<8} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
+        b.set_style(spinner_style());
         b.set_prefix(node.to_string());
         b.enable_steady_tick(Duration::from_millis(120));
-        bars.insert(key, (b.clone(), Instant::now()));
+        bars.insert(
+            key,
+            Bar {
+                bar: b.clone(),
+                started: Instant::now(),
+                uploading: false,
+            },
+        );
         b
     }
 
+    /// Replaces a node's live line by its final line, printed above the remaining bars.
     fn finish_bar(&self, step: &str, node: &str, text: String) {
-        let b = self.bar(step, node);
-        b.set_style(
-            ProgressStyle::with_template("  {prefix:<8} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        b.finish_with_message(text);
+        let removed = self.bars().remove(&(step.to_string(), node.to_string()));
+        if let Some(b) = removed {
+            b.bar.finish_and_clear();
+            self.multi.remove(&b.bar);
+        }
+        let _ = self.multi.println(text);
+    }
+
+    fn live(&self, e: &Event) {
+        match e {
+            Event::StageStarted {
+                stage,
+                index,
+                total,
+            } => {
+                *self.tally() = StageTally::default();
+                let _ = self.multi.println(format!(
+                    "{}",
+                    console::style(format!("Stage {index}/{total}: {stage}"))
+                        .for_stderr()
+                        .bold()
+                ));
+            }
+            Event::StageDone { stage, elapsed } => {
+                let t = std::mem::take(&mut *self.tally());
+                let nodes: Vec<&String> = t.nodes.iter().filter(|n| *n != "cluster").collect();
+                let who = match (nodes.len(), t.steps) {
+                    (_, 0) => "nothing to do".to_string(),
+                    (0, _) => "ok".to_string(),
+                    (1, _) => format!("ok on {}", nodes[0]),
+                    (n, _) => format!("ok on {n} nodes"),
+                };
+                let who = if t.failed.is_empty() {
+                    who
+                } else {
+                    format!("{who} (after a retry on {})", t.failed.join(", "))
+                };
+                let already = if t.already > 0 && t.already == t.steps {
+                    " (already done)"
+                } else {
+                    ""
+                };
+                let _ = self.multi.println(format!(
+                    "  {} {stage}: {who}{already} in {}",
+                    console::style("\u{2500}\u{2500}").for_stderr().dim(),
+                    live_secs(*elapsed)
+                ));
+            }
+            Event::StepStarted { step, title, node } => {
+                let b = self.bar(step, who(node));
+                b.reset_elapsed();
+                b.set_message(title.clone());
+            }
+            Event::Action {
+                step, node, text, ..
+            } => {
+                let b = self.bar(step, who(node));
+                let mut bars = self.bars();
+                if let Some(entry) = bars.get_mut(&(step.clone(), who(node).to_string())) {
+                    if entry.uploading {
+                        entry.uploading = false;
+                        b.set_style(spinner_style());
+                    }
+                }
+                drop(bars);
+                b.reset_elapsed();
+                b.set_message(text.clone());
+            }
+            Event::Upload { node, sent, total } => {
+                let Some(step) = self.current_step(node) else {
+                    return;
+                };
+                let b = self.bar(&step, node);
+                let mut bars = self.bars();
+                if let Some(entry) = bars.get_mut(&(step.clone(), node.clone())) {
+                    if !entry.uploading {
+                        entry.uploading = true;
+                        b.set_style(upload_style());
+                        b.set_length(*total);
+                        b.reset_eta();
+                    }
+                }
+                drop(bars);
+                b.set_position(*sent);
+            }
+            Event::Waiting {
+                node, what, detail, ..
+            } => {
+                if let Some(step) = self.current_step(who(node)) {
+                    self.bar(&step, who(node))
+                        .set_message(format!("waiting for {what}: {detail}"));
+                }
+            }
+            Event::StepDone {
+                step,
+                node,
+                skipped,
+                elapsed,
+            } => {
+                {
+                    let mut t = self.tally();
+                    t.steps += 1;
+                    if *skipped {
+                        t.already += 1;
+                    }
+                    let n = who(node).to_string();
+                    if !t.nodes.contains(&n) {
+                        t.nodes.push(n);
+                    }
+                }
+                let how = if *skipped {
+                    "already done".to_string()
+                } else {
+                    format!("done in {}", live_secs(*elapsed))
+                };
+                self.finish_bar(
+                    step,
+                    who(node),
+                    format!(
+                        "  {} {:<8} {step}  {how}",
+                        console::style("\u{2714}").for_stderr().green(),
+                        who(node)
+                    ),
+                );
+            }
+            Event::StepFailed { step, node, error } => {
+                let n = who(node).to_string();
+                let elapsed = self
+                    .bars()
+                    .get(&(step.clone(), n.clone()))
+                    .map(|b| b.started.elapsed());
+                {
+                    let mut t = self.tally();
+                    if !t.failed.contains(&n) {
+                        t.failed.push(n.clone());
+                    }
+                }
+                let after = elapsed
+                    .map(|d| format!(" after {}", live_secs(d)))
+                    .unwrap_or_default();
+                let mut lines = error.lines();
+                let first = lines.next().unwrap_or("");
+                let mut text = format!(
+                    "  {} {n:<8} {step}  FAILED{after}: {first}",
+                    console::style("\u{2718}").for_stderr().red()
+                );
+                for l in lines {
+                    text.push_str(&format!("\n             {l}"));
+                }
+                self.finish_bar(step, &n, text);
+            }
+            Event::RollbackStarted { reason } => {
+                let _ = self.multi.println(format!(
+                    "{} {reason}",
+                    console::style("Rolling back:").for_stderr().bold()
+                ));
+            }
+            Event::RolledBack { step, node } => {
+                let _ = self.multi.println(format!(
+                    "  {} {:<8} {step}  rolled back",
+                    console::style("\u{21a9}").for_stderr().yellow(),
+                    who(node)
+                ));
+            }
+            // Follow-ups are listed once, at the end of the run (and in the report).
+            Event::FollowUp { .. } => {}
+        }
     }
 }
 
@@ -144,9 +383,9 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-fn bytes(n: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    format!("{:.1} MiB", n as f64 / MIB)
+/// Seconds as the live view shows them: `3.2 s`.
+fn live_secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }
 
 /// The JSON form of an event.
@@ -241,7 +480,8 @@ impl Observer for Printer {
                     }
                     Event::RollbackStarted { reason } => format!("rolling back: {reason}"),
                     Event::RolledBack { step, node } => format!("{} {step} rolled back", who(node)),
-                    Event::FollowUp { text } => format!("follow-up: {text}"),
+                    // Listed once at the end of the run (and in the report).
+                    Event::FollowUp { .. } => return,
                     Event::Action {
                         step,
                         node,
@@ -254,88 +494,7 @@ impl Observer for Printer {
                 };
                 self.write(&format!("{} {line}", now()));
             }
-            Style::Live => match e {
-                Event::StageStarted {
-                    stage,
-                    index,
-                    total,
-                } => {
-                    let _ = self
-                        .multi
-                        .println(format!("Stage {index}/{total}: {stage}"));
-                }
-                Event::StageDone { stage, elapsed } => {
-                    let _ = self
-                        .multi
-                        .println(format!("  {stage} done in {}", secs(*elapsed)));
-                }
-                Event::StepStarted { step, title, node } => {
-                    self.bar(step, who(node)).set_message(title.clone());
-                }
-                Event::Action {
-                    step, node, text, ..
-                } => {
-                    self.bar(step, who(node)).set_message(text.clone());
-                }
-                Event::Upload { node, sent, total } => {
-                    let bars = self.bars.lock().ok();
-                    let started = bars
-                        .as_ref()
-                        .and_then(|b| b.iter().find(|((_, n), _)| n == node).map(|(_, (_, t))| *t));
-                    drop(bars);
-                    let rate = started
-                        .map(|t| *sent as f64 / t.elapsed().as_secs_f64().max(0.001))
-                        .unwrap_or(0.0);
-                    if let Some(step) = self.current_step(node) {
-                        self.bar(&step, node).set_message(format!(
-                            "staging snapshot {} / {} ({}/s)",
-                            bytes(*sent),
-                            bytes(*total),
-                            bytes(rate as u64)
-                        ));
-                    }
-                }
-                Event::Waiting {
-                    node,
-                    what,
-                    elapsed,
-                    detail,
-                } => {
-                    if let Some(step) = self.current_step(who(node)) {
-                        self.bar(&step, who(node)).set_message(format!(
-                            "waiting for {what}: {} ({detail})",
-                            secs(*elapsed)
-                        ));
-                    }
-                }
-                Event::StepDone {
-                    step,
-                    node,
-                    skipped,
-                    elapsed,
-                } => {
-                    let how = if *skipped {
-                        "already done".to_string()
-                    } else {
-                        secs(*elapsed)
-                    };
-                    self.finish_bar(step, who(node), format!("\u{2714} {step} {how}"));
-                }
-                Event::StepFailed { step, node, error } => {
-                    self.finish_bar(step, who(node), format!("\u{2718} {step}: {error}"));
-                }
-                Event::RollbackStarted { reason } => {
-                    let _ = self.multi.println(format!("Rolling back: {reason}"));
-                }
-                Event::RolledBack { step, node } => {
-                    let _ = self
-                        .multi
-                        .println(format!("  {} {step} rolled back", who(node)));
-                }
-                Event::FollowUp { text } => {
-                    let _ = self.multi.println(format!("follow-up: {text}"));
-                }
-            },
+            Style::Live => self.live(e),
         }
     }
 }
@@ -344,9 +503,18 @@ impl Printer {
     fn current_step(&self, node: &str) -> Option<String> {
         let bars = self.bars.lock().ok()?;
         bars.iter()
-            .filter(|((_, n), (b, _))| n == node && !b.is_finished())
-            .max_by_key(|(_, (_, t))| *t)
+            .filter(|((_, n), b)| n == node && !b.bar.is_finished())
+            .max_by_key(|(_, b)| b.started)
             .map(|((s, _), _)| s.clone())
+    }
+}
+
+/// Shows the cursor again (dialoguer hides it while a selection is open) when stderr is a
+/// terminal. Raw mode needs no repair: console leaves it before it reports an interrupt.
+pub fn restore_terminal() {
+    let t = console::Term::stderr();
+    if t.is_term() {
+        let _ = t.show_cursor();
     }
 }
 

@@ -289,8 +289,18 @@ pub async fn make_plan(
     snapshot: &Path,
     run_id: String,
 ) -> anyhow::Result<(Plan, Vec<NodeFacts>)> {
-    let (playbook, playbook_sha256) = load_playbook(settings.playbook.as_deref())?;
     let snap = snapshot_input(snapshot, settings.skip_hash_check);
+    make_plan_with(settings, cluster, snap, run_id).await
+}
+
+/// Builds a plan for a snapshot verified already (see [`snapshot_input`]).
+pub async fn make_plan_with(
+    settings: &Settings,
+    cluster: &Cluster,
+    snap: SnapshotInput,
+    run_id: String,
+) -> anyhow::Result<(Plan, Vec<NodeFacts>)> {
+    let (playbook, playbook_sha256) = load_playbook(settings.playbook.as_deref())?;
     let facts = discover(cluster).await;
     let inputs = PlanInputs {
         run_id,

@@ -15,8 +15,9 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
-/// Seed, snapshot, seed more, restore; then check everything the restore promises.
-fn full_restore(opts: LabOptions) {
+/// Seed, snapshot, seed more, restore with `--output OUTPUT` (plain or json); then check
+/// everything the restore promises.
+fn full_restore(opts: LabOptions, output: &str) {
     let nodes = opts.nodes;
     let l = Lab::up(opts).expect("lab up");
     let tmp = tempfile::tempdir().unwrap();
@@ -51,32 +52,82 @@ fn full_restore(opts: LabOptions) {
             snap.to_str().unwrap(),
             "--yes",
             "--output",
-            "plain",
+            output,
         ],
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "apply failed:\n{stdout}\n{stderr}");
 
-    // Plain output: no escape codes, one line per node per step.
-    assert!(!stderr.contains('\x1b'), "escape codes in plain output");
-    for step in [
-        "preflight/1",
-        "stage-snapshot/1",
-        "stop-apiserver/1",
-        "stop-etcd/1",
-        "restore/1",
-        "rewrite-manifest/1",
-        "start-etcd/1",
-        "start-apiserver/1",
-        "finish/1",
-    ] {
-        for i in 1..=nodes {
-            let n = stderr
-                .lines()
-                .filter(|line| line.contains(&format!(" cp-{i} {step} ok")))
-                .count();
-            assert_eq!(n, 1, "cp-{i} {step} lines in:\n{stderr}");
+    // Not a terminal: no escape codes; one line (or event) per node per step that ran.
+    assert!(!stderr.contains('\x1b'), "escape codes in {output} output");
+    let report = report_json(&state);
+    let ran: Vec<(String, String)> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s[1].as_array().unwrap().iter())
+        .filter(|s| s["outcome"] != "skipped")
+        .map(|s| {
+            assert!(
+                s["outcome"] == "done" || s["outcome"] == "already-done",
+                "{s}"
+            );
+            (
+                s["node"].as_str().unwrap().to_string(),
+                s["step"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(ran.len() >= 9 * nodes, "{ran:?}");
+    for i in 1..=nodes {
+        for step in ["preflight/1", "stage-snapshot/1", "restore/1", "finish/1"] {
+            assert!(
+                ran.contains(&(format!("cp-{i}"), step.to_string())),
+                "cp-{i} {step}"
+            );
         }
+    }
+    match output {
+        "plain" => {
+            for (node, step) in &ran {
+                let lines: Vec<&str> = stderr
+                    .lines()
+                    .filter(|l| l.contains(&format!(" {node} {step} ")))
+                    .collect();
+                assert_eq!(lines.len(), 1, "{node} {step} lines in:\n{stderr}");
+                assert!(
+                    lines[0].ends_with(" already done") || lines[0].contains(" ok in "),
+                    "{}",
+                    lines[0]
+                );
+            }
+        }
+        "json" => {
+            let events: Vec<serde_json::Value> = stderr
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+                .collect();
+            for e in &events {
+                assert!(e["event"].is_string(), "no event field: {e}");
+                assert!(e["at"].is_string(), "no time: {e}");
+            }
+            for (node, step) in &ran {
+                let n = events
+                    .iter()
+                    .filter(|e| e["event"] == "step-done" && e["step"] == step.as_str())
+                    .filter(|e| match node.as_str() {
+                        "cluster" => e["node"].is_null(),
+                        n => e["node"] == n,
+                    })
+                    .count();
+                assert_eq!(n, 1, "step-done events of {node} {step}");
+            }
+            let stages = events.iter().filter(|e| e["event"] == "stage-done").count();
+            assert_eq!(stages, 12, "one stage-done per stage");
+            assert!(events.iter().any(|e| e["event"] == "message"
+                && e["text"].as_str().unwrap_or("").starts_with("report: ")));
+        }
+        other => panic!("no checks for --output {other}"),
     }
 
     // The new cluster: healthy, one new ID, equal hashes, apiservers ready.
@@ -91,7 +142,6 @@ fn full_restore(opts: LabOptions) {
     assert_eq!(count(&l, "/registry/secrets/"), secrets);
     // No apiserver heartbeat from the restore window survived: each one is either in the
     // snapshot or was written after the apiservers were started again.
-    let report = report_json(&state);
     let restarted = step_started_ms(&report, "start-apiserver/1");
     for i in 1..=nodes {
         if let Some(v) = get(&l, &format!("/registry/lab-heartbeat/cp-{i}")) {
@@ -127,6 +177,7 @@ fn full_restore(opts: LabOptions) {
         assert!(old.exists(), "{} kept", old.display());
     }
     assert!(stderr.contains("report.md"), "{stderr}");
+    assert!(stderr.contains("follow-up: "), "{stderr}");
     assert_eq!(report["outcome"], "completed");
     // `status` from the journal and from the nodes themselves.
     let run_id = report["run_id"].as_str().unwrap();
@@ -154,35 +205,48 @@ fn full_restore(opts: LabOptions) {
 
 #[test]
 fn restores_three_nodes_etcd35_as_root() {
-    full_restore(LabOptions {
-        nodes: 3,
-        etcd: EtcdVersion::V35,
-        ..LabOptions::default()
-    });
+    full_restore(
+        LabOptions {
+            nodes: 3,
+            etcd: EtcdVersion::V35,
+            ..LabOptions::default()
+        },
+        "plain",
+    );
 }
 
 #[test]
 fn restores_three_nodes_etcd34_with_a_sudo_user() {
-    full_restore(LabOptions {
-        nodes: 3,
-        etcd: EtcdVersion::V34,
-        ssh_user: Some("erlab".into()),
-        ..LabOptions::default()
-    });
+    full_restore(
+        LabOptions {
+            nodes: 3,
+            etcd: EtcdVersion::V34,
+            ssh_user: Some("erlab".into()),
+            ..LabOptions::default()
+        },
+        "plain",
+    );
 }
 
+/// With `--output json`: every line is one JSON event.
 #[test]
-fn restores_one_node() {
-    full_restore(LabOptions {
-        nodes: 1,
-        ..LabOptions::default()
-    });
+fn restores_one_node_with_json_events() {
+    full_restore(
+        LabOptions {
+            nodes: 1,
+            ..LabOptions::default()
+        },
+        "json",
+    );
 }
 
 #[test]
 fn restores_five_nodes() {
-    full_restore(LabOptions {
-        nodes: 5,
-        ..LabOptions::default()
-    });
+    full_restore(
+        LabOptions {
+            nodes: 5,
+            ..LabOptions::default()
+        },
+        "plain",
+    );
 }

@@ -200,7 +200,25 @@ fn each_kind_of_damage_is_refused_with_its_own_error() {
             first.starts_with(&format!("REFUSED: {}: ", path.display())) && first.contains(want),
             "{name}: {first}"
         );
-        assert!(r.stdout.contains("\nhint: "), "{name}: {}", r.stdout);
+        // And the error, as every error is rendered: what, why, what to do.
+        let err: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(
+            err.first().copied(),
+            Some(format!("error: snapshot `{}` cannot be restored", path.display()).as_str()),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(
+            err.get(1)
+                .is_some_and(|l| l.starts_with("caused by: ") && l.contains(want)),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(
+            err.last().is_some_and(|l| l.starts_with("hint: ")),
+            "{name}: {}",
+            r.stderr
+        );
         let (code, v) = verify_json(&path, &["--no-etcdutl"]);
         assert_eq!(code, Some(1));
         assert_eq!(v["valid"], false);
@@ -231,7 +249,11 @@ fn a_raw_db_copy_needs_the_explicit_opt_in() {
     assert_eq!(r.code, Some(1));
     assert!(r.stdout.starts_with("REFUSED: "), "{}", r.stdout);
     assert!(r.stdout.contains("no integrity trailer"), "{}", r.stdout);
-    assert!(r.stdout.contains("--skip-hash-check"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("hint: ") && r.stderr.contains("--skip-hash-check"),
+        "{}",
+        r.stderr
+    );
 
     let r = verify(raw, &["--skip-hash-check", "--etcdutl", &etcdutl()]);
     assert_eq!(r.code, Some(0), "{}", r.stdout);

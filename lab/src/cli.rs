@@ -25,6 +25,9 @@ struct Cli {
 enum Fault {
     /// Stop the node's sshd listener (established sessions survive).
     StopSshd,
+    /// Stop the node's sshd and kill its established sessions (the node drops off the
+    /// network: open connections break, new ones are refused; commands keep running).
+    DropSsh,
     /// Start the node's sshd again.
     StartSshd,
     /// Stop the node's static-pod runner (pods keep running).
@@ -99,6 +102,10 @@ enum Cmd {
         /// Write through this node only (default: all endpoints).
         #[arg(long)]
         node: Option<String>,
+        /// Pad every value to at least this many bytes (to grow the database, e.g. for
+        /// benchmarks: 10 MiB is about 2500 keys of 4096 bytes).
+        #[arg(long, default_value_t = 0)]
+        value_size: usize,
     },
     /// Take a snapshot with the real `etcdctl snapshot save`.
     Snapshot {
@@ -223,10 +230,11 @@ fn run(cli: Cli) -> Result<()> {
             keys,
             prefix,
             node,
+            value_size,
         } => {
             let st = LabState::load(&abs(&dir)?)?;
             let n = node.as_deref().map(|n| st.node(n)).transpose()?;
-            let (took, rev) = rt()?.block_on(data::seed(&st, keys, &prefix, n))?;
+            let (took, rev) = rt()?.block_on(data::seed(&st, keys, &prefix, n, value_size))?;
             let secs = took.as_secs_f64();
             crate::outln!(
                 "seeded {keys} keys under {} in {secs:.2}s ({:.0} keys/s), revision {rev}",
@@ -266,6 +274,16 @@ fn run(cli: Cli) -> Result<()> {
                     Some(p) => crate::outln!("{node}: sshd (pid {}) stopped", p.pid),
                     None => crate::outln!("{node}: sshd was not running"),
                 },
+                Fault::DropSsh => {
+                    let (listener, sessions) = procs::drop_ssh(&dir, &node)?;
+                    crate::outln!(
+                        "{node}: sshd {} and {sessions} session process(es) killed",
+                        listener.map_or("was not running".to_string(), |p| format!(
+                            "(pid {}) stopped",
+                            p.pid
+                        ))
+                    );
+                }
                 Fault::StartSshd => {
                     let (p, new) = procs::start_sshd(&dir, &node)?;
                     crate::outln!(

@@ -16,6 +16,8 @@ use crate::util;
 pub const DEFAULT_PREFIXES: [&str; 2] = ["/registry/configmaps/", "/registry/secrets/"];
 const BATCH: usize = 100;
 const CONCURRENCY: usize = 8;
+/// Bytes of values per transaction, well under etcd's default 1.5 MiB request limit.
+const MAX_TXN_BYTES: usize = 1 << 20;
 
 fn value_for(prefix: &str, ns: &str, name: &str, i: usize) -> String {
     if prefix.contains("/secrets/") {
@@ -30,8 +32,26 @@ fn value_for(prefix: &str, ns: &str, name: &str, i: usize) -> String {
     }
 }
 
-/// The key and value of seed key number `i`.
-pub fn seed_kv(prefixes: &[String], i: usize) -> (String, String) {
+/// The value of seed key `i`, padded to at least `value_size` bytes with a `padding` field
+/// (still a valid object of its kind). Padding is random-looking, so it does not compress away.
+fn padded(value: String, value_size: usize, i: usize) -> String {
+    if value.len() + 16 >= value_size {
+        return value;
+    }
+    let want = value_size - value.len() - 13;
+    let mut pad = String::with_capacity(want + 64);
+    let mut n = 0u64;
+    while pad.len() < want {
+        pad.push_str(&util::sha256_hex(format!("{i}/{n}").as_bytes()));
+        n += 1;
+    }
+    pad.truncate(want);
+    let body = value.strip_suffix('}').unwrap_or(&value);
+    format!(r#"{body},"padding":"{pad}"}}"#)
+}
+
+/// The key and value of seed key number `i`, the value padded to at least `value_size` bytes.
+pub fn seed_kv(prefixes: &[String], i: usize, value_size: usize) -> (String, String) {
     let prefix = &prefixes[i % prefixes.len()];
     let ns = format!("lab-seed-{}", (i / prefixes.len()) % 10);
     let name = format!("seed-{i:06}");
@@ -40,15 +60,21 @@ pub fn seed_kv(prefixes: &[String], i: usize) -> (String, String) {
     } else {
         format!("{prefix}/")
     };
-    (format!("{p}{ns}/{name}"), value_for(&p, &ns, &name, i))
+    (
+        format!("{p}{ns}/{name}"),
+        padded(value_for(&p, &ns, &name, i), value_size, i),
+    )
 }
 
-/// Writes `keys` keys in transactions of 100 puts, 8 in flight; returns (elapsed, revision).
+/// Writes `keys` keys in transactions of 100 puts (fewer for large values, to stay under
+/// etcd's 1.5 MiB request limit), 8 in flight; values are padded to at least `value_size`
+/// bytes. Returns (elapsed, revision).
 pub async fn seed(
     st: &LabState,
     keys: usize,
     prefixes: &[String],
     node: Option<&NodeState>,
+    value_size: usize,
 ) -> Result<(Duration, i64)> {
     let prefixes: Vec<String> = if prefixes.is_empty() {
         DEFAULT_PREFIXES.iter().map(|s| s.to_string()).collect()
@@ -74,9 +100,10 @@ pub async fn seed(
     )
     .await?;
     let t0 = Instant::now();
+    let batch = (MAX_TXN_BYTES / value_size.max(1)).clamp(1, BATCH);
     let batches: Vec<std::ops::Range<usize>> = (0..keys)
-        .step_by(BATCH)
-        .map(|s| s..(s + BATCH).min(keys))
+        .step_by(batch)
+        .map(|s| s..(s + batch).min(keys))
         .collect();
     let mut set = tokio::task::JoinSet::new();
     let mut revision = 0i64;
@@ -89,7 +116,7 @@ pub async fn seed(
             set.spawn(async move {
                 let ops: Vec<TxnOp> = range
                     .map(|i| {
-                        let (k, v) = seed_kv(&prefixes, i);
+                        let (k, v) = seed_kv(&prefixes, i, value_size);
                         TxnOp::put(k, v, None)
                     })
                     .collect();
@@ -161,10 +188,18 @@ mod tests {
     fn seed_keys_use_kubernetes_prefixes() {
         let p: Vec<String> = DEFAULT_PREFIXES.iter().map(|s| s.to_string()).collect();
         assert_eq!(
-            seed_kv(&p, 0).0,
+            seed_kv(&p, 0, 0).0,
             "/registry/configmaps/lab-seed-0/seed-000000"
         );
-        assert_eq!(seed_kv(&p, 3).0, "/registry/secrets/lab-seed-1/seed-000003");
-        assert!(seed_kv(&p, 3).1.contains("\"kind\":\"Secret\""));
+        assert_eq!(
+            seed_kv(&p, 3, 0).0,
+            "/registry/secrets/lab-seed-1/seed-000003"
+        );
+        assert!(seed_kv(&p, 3, 0).1.contains("\"kind\":\"Secret\""));
+        let big = seed_kv(&p, 3, 4096).1;
+        assert_eq!(big.len(), 4096);
+        let v: serde_json::Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(v["kind"], "Secret");
+        assert_eq!(seed_kv(&p, 3, 10).1, seed_kv(&p, 3, 0).1);
     }
 }

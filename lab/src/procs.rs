@@ -215,6 +215,68 @@ pub fn stop_sshd(dir: &Path, node: &str) -> Result<Option<ProcId>> {
     Ok(old)
 }
 
+/// Stops a node's sshd listener and SIGKILLs every sshd process serving an established
+/// session, as when the node drops off the network: clients see their connections close, and
+/// new ones are refused. Commands started in those sessions keep running (they are not sshd
+/// processes). Returns the listener (if it ran) and the number of session processes killed.
+pub fn drop_ssh(dir: &Path, node: &str) -> Result<(Option<ProcId>, usize)> {
+    let st = LabState::load(dir)?;
+    let n = st.node(node)?;
+    let sshd_exe = fs::canonicalize(&st.sshd_bin).unwrap_or_else(|_| st.sshd_bin.clone());
+    let listener = n.sshd.filter(|p| p.alive());
+    // The sessions are the listener's sshd descendants; find them before the listener goes,
+    // while the parent links still lead to it.
+    let sessions: Vec<ProcId> = match listener {
+        Some(l) => sshd_descendants(l.pid, &sshd_exe),
+        None => Vec::new(),
+    };
+    let listener = stop_sshd(dir, node)?;
+    for p in &sessions {
+        if p.alive() {
+            util::signal_pid(p.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let pairs: Vec<(ProcId, bool)> = sessions.iter().map(|p| (*p, false)).collect();
+    util::wait_gone(&pairs, Duration::from_secs(5));
+    Ok((listener, sessions.len()))
+}
+
+/// Every descendant of `root` running `exe`, following only sshd processes (so the commands
+/// run in the sessions are not included).
+fn sshd_descendants(root: i32, exe: &Path) -> Vec<ProcId> {
+    let mut children: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            let is_sshd = fs::read_link(format!("/proc/{c}/exe")).is_ok_and(|e| e == exe);
+            if is_sshd {
+                if let Some(id) = ProcId::of(c) {
+                    out.push(id);
+                }
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// Starts a node's sshd unless it is running; waits until it greets.
 pub fn start_sshd(dir: &Path, node: &str) -> Result<(ProcId, bool)> {
     let st = LabState::load(dir)?;

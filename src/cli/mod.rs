@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod common;
+pub mod guide;
 pub mod restore;
 
 use std::io::Write;
@@ -19,7 +20,20 @@ pub mod snapshot;
 /// Restore a Kubernetes control plane's etcd from a snapshot on every control-plane node at
 /// once, over SSH, as a staged plan you can preview, pause, resume and roll back.
 #[derive(Debug, Parser)]
-#[command(name = "etcd-recover", version, propagate_version = true)]
+#[command(
+    name = "etcd-recover",
+    version,
+    propagate_version = true,
+    after_help = "Examples:
+  etcd-recover guide -i inventory.yaml                       # guided: pick, verify, plan, restore
+  etcd-recover plan -i inventory.yaml --snapshot snap.db     # review every action, change nothing
+  etcd-recover apply -i inventory.yaml --snapshot snap.db    # restore (asks for the cluster name)
+  etcd-recover status                                        # runs on this workstation
+  etcd-recover resume RUN                                    # continue a paused run
+
+The procedure from \"etcd lost quorum\" to \"cluster back\" is in docs/runbook.md; exit codes are in
+docs/exit-codes.md."
+)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -41,6 +55,8 @@ pub enum Command {
     Plan(restore::PlanArgs),
     /// Restore the snapshot on every node: guided, staged, resumable, rolled back on failure
     Apply(restore::ApplyArgs),
+    /// Walk through the whole restore: pick and verify the snapshot, review the plan, apply it
+    Guide(guide::GuideArgs),
     /// Continue a paused or interrupted run
     #[command(
         after_help = "Examples:\n  etcd-recover resume 20261122-031500-1a2b\n  etcd-recover resume 20261122-031500-1a2b -i inventory.yaml   # run started on another workstation"
@@ -53,19 +69,25 @@ pub enum Command {
     Rollback(restore::RunArgs),
     /// Show runs, or one run's stage and step per node
     Status(restore::StatusArgs),
-    /// Print shell completions.
+    /// Print shell completions
     #[command(
-        after_help = "Examples:\n  etcd-recover completions bash > /etc/bash_completion.d/etcd-recover\n  etcd-recover completions zsh > \"${fpath[1]}/_etcd-recover\""
+        after_help = "Examples:\n  etcd-recover completions bash > /etc/bash_completion.d/etcd-recover\n  etcd-recover completions zsh > \"${fpath[1]}/_etcd-recover\"\n  etcd-recover completions fish > ~/.config/fish/completions/etcd-recover.fish"
     )]
     Completions {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
-    /// Connect to every node and check it is ready for a restore.
+    /// Connect to every node and check it is ready for a restore
     Check(check::CheckArgs),
-    /// Read a static-pod manifest, or rewrite its etcd data hostPath.
+    /// Read a static-pod manifest, or rewrite its etcd data hostPath
+    #[command(
+        after_help = "Examples:\n  etcd-recover manifest show /etc/kubernetes/manifests/etcd.yaml\n  etcd-recover manifest rewrite --data-hostpath /var/lib/etcd-restored etcd.yaml --diff"
+    )]
     Manifest(manifest::ManifestArgs),
-    /// Verify a snapshot file.
+    /// Verify a snapshot file
+    #[command(
+        after_help = "Examples:\n  etcd-recover snapshot verify /backup/snapshot.db\n  etcd-recover snapshot verify -o json /backup/snapshot.db"
+    )]
     Snapshot(snapshot::SnapshotArgs),
 }
 
@@ -92,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     match command {
         Command::Plan(a) => restore::plan(&a, &ssh, &state),
         Command::Apply(a) => restore::apply(&a, &ssh, &state),
+        Command::Guide(a) => guide::run(&a, &ssh, &state),
         Command::Resume(a) => restore::resume(&a, &ssh, &state),
         Command::Rollback(a) => restore::rollback(&a, &ssh, &state),
         Command::Status(a) => restore::status(&a, &ssh, &state),

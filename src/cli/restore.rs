@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ use crate::error::{Exit, ExitWith, HintExt};
 use crate::plan::render::{self, Format};
 use crate::plan::{Plan, Severity};
 use crate::remote::Remote;
-use crate::ui::{Printer, Style};
+use crate::ui::Printer;
 use crate::workflow::{self, Settings};
 
 /// Options that shape a plan.
@@ -95,6 +96,7 @@ pub struct PlanArgs {
   etcd-recover apply -i inventory.yaml --snapshot snap.db --step    # confirm every stage
   etcd-recover apply -i inventory.yaml --snapshot snap.db --yes --output plain   # scripts and CI
   etcd-recover apply -i inventory.yaml --snapshot snap.db --dry-run  # walk the plan, change nothing
+  etcd-recover apply                                                # on a terminal: the guide
 
 On failure every completed step is rolled back on every node, newest first, unless --no-rollback.
 Ctrl-C finishes the current step and pauses; `etcd-recover resume RUN` continues.")]
@@ -103,8 +105,8 @@ pub struct ApplyArgs {
     #[arg(short, long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
 
-    /// Snapshot to restore
-    #[arg(long, value_name = "FILE", required_unless_present = "plan")]
+    /// Snapshot to restore [without it and --plan, on a terminal: the guide picks one]
+    #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
 
     /// Apply a plan saved by `plan --out`; refused when the cluster, snapshot, inventory or
@@ -166,7 +168,8 @@ pub struct RunArgs {
 #[command(after_help = "Examples:
   etcd-recover status                 # every run on this workstation
   etcd-recover status 20261122-031500-1a2b
-  etcd-recover status 20261122-031500-1a2b -o json")]
+  etcd-recover status 20261122-031500-1a2b -o json
+  etcd-recover status 20261122-031500-1a2b -i inventory.yaml   # also each node's own record")]
 pub struct StatusArgs {
     /// Run id; without it, list runs
     pub run: Option<String>,
@@ -190,14 +193,14 @@ pub enum StatusFormat {
     Json,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn settings(
+pub(crate) fn settings(
     inventory: &Path,
     ssh: &SshArgs,
     state: &StateArgs,
@@ -221,6 +224,13 @@ fn color_stdout() -> bool {
 fn eprint_warnings(warnings: &[String]) {
     for w in warnings {
         eprintln!("warning: {w}");
+    }
+}
+
+/// Warnings through the printer (so `--output json` stays one JSON object per line).
+pub(crate) fn warn_all(printer: &Printer, warnings: &[String]) {
+    for w in warnings {
+        printer.warning(w);
     }
 }
 
@@ -253,54 +263,83 @@ pub fn plan(args: &PlanArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result
     })
 }
 
-fn interactive(yes: bool) -> bool {
+pub(crate) fn interactive(yes: bool) -> bool {
     !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
+/// Set once the engine may change nodes; until then Ctrl-C exits with nothing changed.
+static ENGINE_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Restores the terminal and exits with [`Exit::Interrupted`]: nothing was changed.
+fn exit_interrupted() -> ! {
+    crate::ui::restore_terminal();
+    eprintln!("\ninterrupted: nothing was changed");
+    std::process::exit(Exit::Interrupted as i32)
+}
+
+/// Runs one dialoguer prompt with the progress bars suspended. `None` when the prompt failed
+/// or was interrupted once the engine runs (the caller treats it as "no" / pause); Ctrl-C
+/// before that exits at once with nothing changed. The cursor is shown again either way.
+pub(crate) fn ask<T>(
+    printer: &Printer,
+    f: impl FnOnce(&dialoguer::theme::ColorfulTheme) -> dialoguer::Result<T>,
+) -> Option<T> {
+    printer.suspend(|| {
+        let theme = dialoguer::theme::ColorfulTheme::default();
+        match f(&theme) {
+            Ok(v) => Some(v),
+            Err(dialoguer::Error::IO(e))
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    && !ENGINE_RUNNING.load(Ordering::SeqCst) =>
+            {
+                exit_interrupted()
+            }
+            Err(_) => {
+                crate::ui::restore_terminal();
+                None
+            }
+        }
+    })
+}
+
 /// Asks for consent to warnings and for the cluster name. `Ok(false)` = declined.
-fn confirm(plan: &Plan, yes: bool, printer: &Printer) -> anyhow::Result<bool> {
+pub(crate) fn confirm(plan: &Plan, yes: bool, printer: &Printer) -> anyhow::Result<bool> {
     if yes {
         return Ok(true);
     }
     if !interactive(yes) {
         return Err(anyhow::Error::new(ExitWith(Exit::Declined))
             .context("apply changes every control-plane node and needs confirmation, but there is no terminal to ask on"))
-        .hint("review the plan first, then pass --yes");
+        .hint("review the plan first (`etcd-recover plan`), then pass --yes");
     }
-    printer.suspend(|| -> anyhow::Result<bool> {
-        let theme = dialoguer::theme::ColorfulTheme::default();
-        let warnings: Vec<_> = plan.findings_at_least(Severity::Warning).collect();
-        if !warnings.is_empty() {
-            eprintln!();
-            for w in &warnings {
-                eprintln!("warning: {}{}", w.node.as_deref().map(|n| format!("{n}: ")).unwrap_or_default(), w.message);
-                if let Some(h) = &w.hint {
-                    eprintln!("  consequence / advice: {h}");
-                }
-            }
-            let go = dialoguer::Confirm::with_theme(&theme)
-                .with_prompt("Proceed despite these warnings?")
+    let warnings = plan.findings_at_least(Severity::Warning).count();
+    if warnings > 0 {
+        let go = ask(printer, |theme| {
+            dialoguer::Confirm::with_theme(theme)
+                .with_prompt(format!("Proceed despite the {warnings} warning(s) above?"))
                 .default(false)
                 .interact()
-                .unwrap_or(false);
-            if !go {
-                return Ok(false);
-            }
+        });
+        if go != Some(true) {
+            return Ok(false);
         }
-        eprintln!();
+    }
+    let typed = ask(printer, |theme| {
         eprintln!(
             "This stops kube-apiserver and etcd on {} node(s) and restores snapshot {} (revision {}).",
             plan.nodes.len(),
             plan.snapshot.sha256,
             plan.snapshot.revision.map_or("unknown".into(), |r| r.to_string())
         );
-        let typed: String = dialoguer::Input::with_theme(&theme)
-            .with_prompt(format!("Type the cluster name ({}) to continue", plan.cluster))
+        dialoguer::Input::<String>::with_theme(theme)
+            .with_prompt(format!(
+                "Type the cluster name ({}) to continue",
+                plan.cluster
+            ))
             .allow_empty(true)
             .interact_text()
-            .unwrap_or_default();
-        Ok(typed.trim() == plan.cluster)
-    })
+    });
+    Ok(typed.is_some_and(|t| t.trim() == plan.cluster))
 }
 
 /// Finds the connections for a plan's nodes, failing when any is missing.
@@ -333,29 +372,62 @@ fn require_all(
     Ok(out)
 }
 
-fn spawn_interrupts(cancel: Cancel, printer: Arc<Printer>) {
-    tokio::spawn(async move {
-        loop {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            match cancel.request() {
-                1 => printer.line("interrupt: finishing the current step on every node, then pausing; `etcd-recover resume` continues"),
-                2 => printer.line("interrupt again: the current step is still finishing; stopping now could leave it half done (resume would complete it). Press Ctrl-C once more to exit at once"),
-                _ => {
-                    let _ = console::Term::stderr().show_cursor();
-                    std::process::exit(130);
+/// Ctrl-C for a command's whole life. Before the engine runs nothing has changed: the terminal
+/// is restored and the command exits with [`Exit::Interrupted`]. Once it runs, the first Ctrl-C
+/// finishes the current step on every node and pauses, the third exits at once.
+#[derive(Clone)]
+pub(crate) struct Interrupts {
+    cancel: Cancel,
+}
+
+impl Interrupts {
+    /// Installs the handler; call inside the runtime, before the first prompt.
+    pub(crate) fn install(printer: Arc<Printer>) -> Interrupts {
+        let me = Interrupts {
+            cancel: Cancel::default(),
+        };
+        let cancel = me.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                if printer.prompting() && !ENGINE_RUNNING.load(Ordering::SeqCst) {
+                    // The prompt sees the interrupt too and exits (see `ask`).
+                    continue;
+                }
+                if !ENGINE_RUNNING.load(Ordering::SeqCst) {
+                    exit_interrupted();
+                }
+                let n = cancel.request();
+                if printer.prompting() {
+                    // The prompt answers "pause" by itself.
+                    continue;
+                }
+                match n {
+                    1 => printer.line("interrupt: finishing the current step on every node, then pausing; `etcd-recover resume` continues"),
+                    2 => printer.line("interrupt again: the current step is still finishing; stopping now could leave it half done (resume would complete it). Press Ctrl-C once more to exit at once"),
+                    _ => {
+                        crate::ui::restore_terminal();
+                        std::process::exit(130);
+                    }
                 }
             }
-        }
-    });
+        });
+        me
+    }
+
+    /// From now on Ctrl-C pauses the run (at the next step boundary) instead of exiting.
+    pub(crate) fn engine_starts(&self) -> Cancel {
+        ENGINE_RUNNING.store(true, Ordering::SeqCst);
+        self.cancel.clone()
+    }
 }
 
 fn step_gate(printer: Arc<Printer>, plan: Arc<Plan>) -> impl Fn(&str) -> Gate + Send + Sync {
-    move |stage: &str| {
-        printer.suspend(|| loop {
-            let theme = dialoguer::theme::ColorfulTheme::default();
-            let choice = dialoguer::Select::with_theme(&theme)
+    move |stage: &str| loop {
+        let choice = ask(&printer, |theme| {
+            dialoguer::Select::with_theme(theme)
                 .with_prompt(format!("Next stage: {stage}"))
                 .items([
                     "continue",
@@ -364,28 +436,29 @@ fn step_gate(printer: Arc<Printer>, plan: Arc<Plan>) -> impl Fn(&str) -> Gate + 
                     "roll back",
                 ])
                 .default(0)
-                .interact();
-            match choice {
-                Ok(0) => return Gate::Continue,
-                Ok(1) => {
-                    if let Some(s) = plan.stages.iter().find(|s| s.name == stage) {
-                        let one = Plan {
-                            stages: vec![s.clone()],
-                            findings: vec![],
-                            ..(*plan).clone()
-                        };
-                        let text = render::render(&one, Format::Text, false);
-                        let start = text.find("Stage 1/1").unwrap_or(0);
-                        eprintln!("{}", &text[start..]);
-                    }
-                }
-                Ok(3) => return Gate::Rollback,
-                _ => {
-                    let _ = console::Term::stderr().show_cursor();
-                    return Gate::Pause;
+                .interact()
+        });
+        match choice {
+            Some(0) => return Gate::Continue,
+            Some(1) => {
+                if let Some(s) = plan.stages.iter().find(|s| s.name == stage) {
+                    let one = Plan {
+                        stages: vec![s.clone()],
+                        findings: vec![],
+                        ..(*plan).clone()
+                    };
+                    let text = render::render(&one, Format::Text, std::io::stderr().is_terminal());
+                    let start = text.find("Stage 1/1").unwrap_or(0);
+                    let end = text
+                        .rfind("\n\n")
+                        .filter(|e| *e > start)
+                        .unwrap_or(text.len());
+                    printer.suspend(|| eprintln!("{}", &text[start..end]));
                 }
             }
-        })
+            Some(3) => return Gate::Rollback,
+            _ => return Gate::Pause,
+        }
     }
 }
 
@@ -407,9 +480,10 @@ fn failure_prompt(
                     eprintln!("  {line}");
                 }
             }
-            let theme = dialoguer::theme::ColorfulTheme::default();
-            let default = if no_rollback { 2 } else { 0 };
-            let choice = dialoguer::Select::with_theme(&theme)
+        });
+        let default = if no_rollback { 2 } else { 0 };
+        let choice = ask(&printer, |theme| {
+            dialoguer::Select::with_theme(theme)
                 .with_prompt("What now?")
                 .items([
                     "roll back every completed step on every node",
@@ -417,16 +491,13 @@ fn failure_prompt(
                     "pause (resume or roll back later)",
                 ])
                 .default(default)
-                .interact();
-            match choice {
-                Ok(0) => OnFailure::Rollback,
-                Ok(1) => OnFailure::Retry,
-                _ => {
-                    let _ = console::Term::stderr().show_cursor();
-                    OnFailure::Pause
-                }
-            }
-        })
+                .interact()
+        });
+        match choice {
+            Some(0) => OnFailure::Rollback,
+            Some(1) => OnFailure::Retry,
+            _ => OnFailure::Pause,
+        }
     }
 }
 
@@ -481,8 +552,119 @@ fn finish(
     })
 }
 
+/// How a plan is carried out, by `apply` and by the guide.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApplyFlow {
+    /// Never prompt.
+    pub yes: bool,
+    /// Confirm every stage.
+    pub step: bool,
+    /// On failure, pause instead of rolling back.
+    pub no_rollback: bool,
+    /// Withhold every change.
+    pub dry_run: bool,
+    /// Show the plan summary before asking (the guide has shown it already).
+    pub show_summary: bool,
+}
+
+/// Everything after the plan is decided: the preflight verdict, the summary, the
+/// confirmations, the engine run and the report. Shared by `apply` and the guide.
+pub(crate) async fn execute(
+    plan: Plan,
+    cluster: &workflow::Cluster,
+    state_dir: &Path,
+    snapshot: &Path,
+    flow: ApplyFlow,
+    printer: Arc<Printer>,
+    interrupts: &Interrupts,
+) -> anyhow::Result<Exit> {
+    if !plan.is_applicable() {
+        eprint!(
+            "{}",
+            render::findings(&plan, std::io::stderr().is_terminal())
+        );
+        return Err(
+            anyhow::Error::new(ExitWith(Exit::ChecksFailed)).context(format!(
+                "preflight failed on the plan for {}: nothing was changed",
+                plan.cluster
+            )),
+        )
+        .hint(
+            "fix the errors above, then run apply again (`etcd-recover plan` shows the whole plan)",
+        );
+    }
+    let asks = interactive(flow.yes) && !flow.dry_run;
+    if flow.show_summary && asks {
+        let text = render::summary(&plan, std::io::stderr().is_terminal());
+        printer.suspend(|| eprintln!("{text}"));
+    }
+    if !flow.dry_run && !confirm(&plan, flow.yes, &printer)? {
+        return Err(anyhow::Error::new(ExitWith(Exit::Declined))
+            .context("not confirmed: nothing was changed"));
+    }
+    if flow.step && !interactive(false) {
+        return Err(
+            anyhow::Error::new(ExitWith(Exit::Usage)).context("--step needs a terminal to ask on")
+        )
+        .hint("run on a terminal, or without --step");
+    }
+    let remotes = require_all(&plan, cluster)?;
+    let checks = workflow::live_checks(&plan, &remotes).await?;
+    let cancel = interrupts.engine_starts();
+    let journal = Journal::create(state_dir, &plan)?;
+    let plan = Arc::new(plan);
+    let mut engine = Engine::new(
+        plan.clone(),
+        remotes,
+        snapshot.to_path_buf(),
+        Arc::new(checks),
+        printer.clone(),
+    )
+    .cancel(cancel)
+    .mode(if flow.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    });
+    if asks {
+        engine = engine.on_failure(failure_prompt(printer.clone(), flow.no_rollback));
+    }
+    if flow.step {
+        engine = engine.gate(step_gate(printer.clone(), plan.clone()));
+    }
+    printer.line(&format!(
+        "run {} started; journal in {}",
+        plan.run_id,
+        journal.dir().display()
+    ));
+    let journal = Mutex::new(journal);
+    let outcome = engine.apply(&journal, "apply", !flow.no_rollback).await?;
+    let journal = journal
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("journal lock poisoned"))?;
+    finish(&outcome, &plan, &journal, &printer)
+}
+
 /// `apply`.
 pub fn apply(args: &ApplyArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result<Exit> {
+    if args.snapshot.is_none() && args.plan.is_none() {
+        if interactive(args.yes) && !args.dry_run {
+            return super::guide::run(
+                &super::guide::GuideArgs {
+                    inventory: args.inventory.clone(),
+                    step: args.step,
+                    no_rollback: args.no_rollback,
+                    output: args.output,
+                    opts: args.opts.clone(),
+                },
+                ssh,
+                state,
+            );
+        }
+        return Err(anyhow::Error::new(ExitWith(Exit::Usage))
+            .context("apply needs --snapshot FILE or --plan FILE"))
+        .hint("on a terminal, `etcd-recover guide` (or `apply` alone) walks you through picking the snapshot");
+    }
     let saved: Option<Plan> = match &args.plan {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -505,8 +687,10 @@ pub fn apply(args: &ApplyArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resu
         (Some(i), _) => i.clone(),
         (None, Some(p)) => PathBuf::from(&p.inventory),
         (None, None) => {
-            return Err(anyhow::anyhow!("apply needs an inventory"))
-                .hint("pass -i INVENTORY, or run `etcd-recover guide`");
+            return Err(
+                anyhow::Error::new(ExitWith(Exit::Usage)).context("apply needs an inventory")
+            )
+            .hint("pass -i INVENTORY, or run `etcd-recover guide`");
         }
     };
     let snapshot = match (&args.snapshot, &saved) {
@@ -520,12 +704,14 @@ pub fn apply(args: &ApplyArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resu
         s.state_dir =
             std::env::temp_dir().join(format!("etcd-recover-dry-run-{}", std::process::id()));
     }
-    let style = args.output.style();
-    let printer = Arc::new(Printer::new(style));
+    let printer = Arc::new(Printer::new(args.output.style()));
     runtime()?.block_on(async {
+        let interrupts = Interrupts::install(printer.clone());
         let cluster = workflow::connect(&s).await?;
-        eprint_warnings(&cluster.inventory.warnings);
-        let run_id = saved.as_ref().map_or_else(workflow::new_run_id, |p| p.run_id.clone());
+        warn_all(&printer, &cluster.inventory.warnings);
+        let run_id = saved
+            .as_ref()
+            .map_or_else(workflow::new_run_id, |p| p.run_id.clone());
         let (fresh, _) = workflow::make_plan(&s, &cluster, &snapshot, run_id).await?;
         let plan = match saved {
             Some(saved) => {
@@ -534,53 +720,27 @@ pub fn apply(args: &ApplyArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resu
             }
             None => fresh,
         };
-        if !plan.is_applicable() {
-            let text = render::render(&plan, Format::Text, false);
-            let findings = text
-                .split("Preflight findings")
-                .nth(1)
-                .and_then(|t| t.split("\nStage 1/").next())
-                .unwrap_or("");
-            eprintln!("Preflight findings{findings}");
-            return Err(anyhow::Error::new(ExitWith(Exit::ChecksFailed))
-                .context(format!("preflight failed on the plan for {}: nothing was changed", plan.cluster)))
-            .hint("fix the errors above, then run apply again (`etcd-recover plan` shows the whole plan)");
-        }
-        if style == Style::Live && !args.yes {
-            let text = render::render(&plan, Format::Text, std::io::stderr().is_terminal());
-            eprintln!("{text}");
-        }
-        if !args.dry_run && !confirm(&plan, args.yes, &printer)? {
-            return Err(anyhow::Error::new(ExitWith(Exit::Declined))
-                .context("not confirmed: nothing was changed"));
-        }
-        let remotes = require_all(&plan, &cluster)?;
-        let checks = workflow::live_checks(&plan, &remotes).await?;
-        let journal = Journal::create(&s.state_dir, &plan)?;
-        let plan = Arc::new(plan);
-        let cancel = Cancel::default();
-        spawn_interrupts(cancel.clone(), printer.clone());
-        let mut engine = Engine::new(plan.clone(), remotes, snapshot.clone(), Arc::new(checks), printer.clone())
-            .cancel(cancel)
-            .mode(if args.dry_run { Mode::DryRun } else { Mode::Apply });
-        if interactive(args.yes) && !args.dry_run {
-            engine = engine.on_failure(failure_prompt(printer.clone(), args.no_rollback));
-        }
-        if args.step {
-            if !interactive(false) {
-                anyhow::bail!("--step needs a terminal to ask on");
-            }
-            engine = engine.gate(step_gate(printer.clone(), plan.clone()));
-        }
-        printer.line(&format!("run {} started; journal in {}", plan.run_id, journal.dir().display()));
-        let journal = Mutex::new(journal);
-        let outcome = engine.apply(&journal, "apply", !args.no_rollback).await?;
-        let journal = journal.into_inner().map_err(|_| anyhow::anyhow!("journal lock poisoned"))?;
-        let code = finish(&outcome, &plan, &journal, &printer)?;
+        let flow = ApplyFlow {
+            yes: args.yes,
+            step: args.step,
+            no_rollback: args.no_rollback,
+            dry_run: args.dry_run,
+            show_summary: true,
+        };
+        let code = execute(
+            plan,
+            &cluster,
+            &s.state_dir,
+            &snapshot,
+            flow,
+            printer,
+            &interrupts,
+        )
+        .await;
         if args.dry_run {
             let _ = std::fs::remove_dir_all(&s.state_dir);
         }
-        Ok(code)
+        code
     })
 }
 
@@ -590,6 +750,7 @@ async fn open_run(
     args: &RunArgs,
     ssh: &SshArgs,
     state: &StateArgs,
+    printer: &Printer,
 ) -> anyhow::Result<(Journal, Plan, workflow::Cluster)> {
     let state_dir = state.dir();
     match Journal::open(&state_dir, &args.run) {
@@ -600,11 +761,12 @@ async fn open_run(
                 .unwrap_or_else(|| PathBuf::from(&plan.inventory));
             let s = settings(&inventory, ssh, state, None);
             let cluster = workflow::connect(&s).await?;
+            warn_all(printer, &cluster.inventory.warnings);
             if cluster.inventory.sha256 != plan.fingerprints.inventory_sha256 {
-                eprintln!(
-                    "warning: the inventory changed since run {} was planned",
+                printer.warning(&format!(
+                    "the inventory changed since run {} was planned",
                     plan.run_id
-                );
+                ));
             }
             Ok((journal, plan, cluster))
         }
@@ -625,10 +787,11 @@ async fn open_run(
                     })?;
                 }
             }
-            eprintln!(
+            warn_all(printer, &cluster.inventory.warnings);
+            printer.line(&format!(
                 "picked up run {} from the nodes' run directories",
                 plan.run_id
-            );
+            ));
             Ok((journal, plan, cluster))
         }
     }
@@ -678,7 +841,8 @@ async fn fetch_remote_run(
 pub fn resume(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let printer = Arc::new(Printer::new(args.output.style()));
     runtime()?.block_on(async {
-        let (journal, plan, cluster) = open_run(args, ssh, state).await?;
+        let interrupts = Interrupts::install(printer.clone());
+        let (journal, plan, cluster) = open_run(args, ssh, state, &printer).await?;
         match journal.last_outcome() {
             Some("completed") => {
                 printer.line(&format!("run {} is already complete", plan.run_id));
@@ -695,8 +859,7 @@ pub fn resume(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resul
         let remotes = require_all(&plan, &cluster)?;
         let checks = workflow::live_checks(&plan, &remotes).await?;
         let plan = Arc::new(plan);
-        let cancel = Cancel::default();
-        spawn_interrupts(cancel.clone(), printer.clone());
+        let cancel = interrupts.engine_starts();
         let snapshot = PathBuf::from(&plan.snapshot.path);
         let mut engine = Engine::new(
             plan.clone(),
@@ -723,14 +886,15 @@ pub fn resume(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Resul
 pub fn rollback(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let printer = Arc::new(Printer::new(args.output.style()));
     runtime()?.block_on(async {
-        let (journal, plan, cluster) = open_run(args, ssh, state).await?;
+        let interrupts = Interrupts::install(printer.clone());
+        let (journal, plan, cluster) = open_run(args, ssh, state, &printer).await?;
         if journal.touched().is_empty() {
             printer.line(&format!("run {} has nothing to roll back", plan.run_id));
             return Ok(Exit::Success);
         }
         if !args.yes && interactive(false) {
-            let ok = printer.suspend(|| {
-                dialoguer::Confirm::new()
+            let ok = ask(&printer, |theme| {
+                dialoguer::Confirm::with_theme(theme)
                     .with_prompt(format!(
                         "Roll back run {} on {} node(s)?",
                         plan.run_id,
@@ -738,15 +902,16 @@ pub fn rollback(args: &RunArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Res
                     ))
                     .default(false)
                     .interact()
-                    .unwrap_or(false)
             });
-            if !ok {
+            if ok != Some(true) {
                 return Err(anyhow::Error::new(ExitWith(Exit::Declined))
                     .context("not confirmed: nothing was changed"));
             }
         }
         let remotes = require_all(&plan, &cluster)?;
         let checks = workflow::live_checks(&plan, &remotes).await?;
+        // Rollback does not stop at step boundaries: Ctrl-C only warns, the third exits.
+        let _ = interrupts.engine_starts();
         let plan = Arc::new(plan);
         let snapshot = PathBuf::from(&plan.snapshot.path);
         let engine = Engine::new(

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::error::Exit;
+use anyhow::Context;
+
+use crate::error::{Exit, HintExt};
 use crate::snapshot::{self, SnapshotReport, VerifyOptions};
 
 /// Output format of a report.
@@ -84,11 +86,16 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Exit> {
                 OutputFormat::Text => write_text(&mut out, &report)?,
             }
             out.flush()?;
-            Ok(if report.is_valid() {
-                Exit::Success
-            } else {
-                Exit::Failure
-            })
+            match (&report.problem, output) {
+                (Some(p), OutputFormat::Text) => Err(anyhow::anyhow!("{p}"))
+                    .context(format!(
+                        "snapshot `{}` cannot be restored",
+                        report.path.display()
+                    ))
+                    .hint(p.hint()),
+                _ if report.is_valid() => Ok(Exit::Success),
+                _ => Ok(Exit::Failure),
+            }
         }
     }
 }
@@ -150,9 +157,6 @@ fn write_text(out: &mut dyn Write, r: &SnapshotReport) -> std::io::Result<()> {
         fact(out, "status by:", s.tool.clone())?;
     } else if let Some(n) = &r.status_note {
         fact(out, "status:", n.clone())?;
-    }
-    if let Some(p) = &r.problem {
-        writeln!(out, "hint: {}", p.hint())?;
     }
     Ok(())
 }

@@ -288,6 +288,12 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
     ) -> anyhow::Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
+        self.emit(Event::Waiting {
+            node: Some(r.node().to_string()),
+            what: format!("{pod} to stop"),
+            elapsed: Duration::ZERO,
+            detail: "first check".into(),
+        });
         loop {
             let occ = node::occupancy(r, pod, dirs).await?;
             let mut holding = Vec::new();
@@ -340,6 +346,12 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
     ) -> anyhow::Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
+        self.emit(Event::Waiting {
+            node: Some(r.node().to_string()),
+            what: format!("{pod} to start"),
+            elapsed: Duration::ZERO,
+            detail: "first check".into(),
+        });
         loop {
             let listeners = node::listeners(r).await?;
             let missing: Vec<String> = endpoints
@@ -391,7 +403,12 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
             let wals: u32 = out.stdout_text().trim().parse().unwrap_or(0);
             anyhow::Ok(db && wals > 0)
         };
+        // A run that was killed mid-restore leaves the restore tool running on the node (closing
+        // an SSH channel does not stop it): let it finish before judging what it left.
+        self.wait_for_running_restore(r, data_dir, timeout).await?;
         if complete(data_dir.to_string(), wal.clone()).await? {
+            // Done before, perhaps without the ownership fix that follows a restore.
+            self.own_like(r, data_dir, wal_dir, owner_like).await?;
             return Ok(true);
         }
         // A partial restore from an interrupted run is moved aside, never deleted.
@@ -423,27 +440,97 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
                 "{name}: the restore exited 0 but `{data_dir}` lacks member/snap/db or a WAL file"
             );
         }
-        // The restored tree belongs to whoever owns the old data directory (etcd may run as
-        // a non-root user), with etcd's own modes.
+        self.own_like(r, data_dir, wal_dir, owner_like).await?;
+        Ok(false)
+    }
+
+    /// The restored tree belongs to whoever owns the old data directory (etcd may run as a
+    /// non-root user), with etcd's own modes. Idempotent.
+    async fn own_like(
+        &self,
+        r: &dyn Remote,
+        data_dir: &str,
+        wal_dir: Option<&str>,
+        owner_like: &str,
+    ) -> anyhow::Result<()> {
         let mut dirs = vec![data_dir.to_string()];
         dirs.extend(wal_dir.map(String::from));
         for d in dirs {
-            r.run(&Cmd::new([
-                "chown",
-                "-R",
-                &format!("--reference={owner_like}"),
-                "--",
-                &d,
-            ]))
+            r.run(&Cmd::script(
+                r#"chown -R --reference="$1" -- "$2" && chmod 0700 -- "$2""#,
+                [owner_like, d.as_str()],
+            ))
             .await?;
-            r.run(&Cmd::new(["chmod", "0700", "--", &d])).await?;
         }
-        Ok(false)
+        Ok(())
+    }
+
+    /// Waits (up to `timeout` seconds) while a restore into `data_dir` is still running on the
+    /// node: a process with the arguments `restore` and `--data-dir=<data_dir>`.
+    async fn wait_for_running_restore(
+        &self,
+        r: &dyn Remote,
+        data_dir: &str,
+        timeout: u64,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(timeout);
+        loop {
+            let out = r
+                .run(&Cmd::script(
+                    r#"want="--data-dir=$1"
+for p in /proc/[0-9]*; do
+  [ "${p#/proc/}" = "$$" ] && continue
+  args=$(tr '\0' '\n' < "$p/cmdline" 2>/dev/null) || continue
+  case "
+$args
+" in *"
+$want
+"*) ;; *) continue;; esac
+  case "
+$args
+" in *"
+restore
+"*) echo "${p#/proc/}";; esac
+done
+exit 0"#,
+                    [data_dir],
+                ))
+                .await?;
+            let pids: Vec<String> = out
+                .stdout_text()
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: a restore into `{data_dir}` from an earlier, interrupted attempt is still running after {timeout}s (pid {}); stop it or wait, then resume",
+                    r.node(),
+                    pids.join(",")
+                );
+            }
+            self.emit(Event::Waiting {
+                node: Some(r.node().to_string()),
+                what: "an interrupted restore to finish".into(),
+                elapsed: start.elapsed(),
+                detail: format!("pid {} still restoring into {data_dir}", pids.join(",")),
+            });
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn wait_etcd(&self, timeout: u64) -> anyhow::Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(timeout);
+        self.emit(Event::Waiting {
+            node: None,
+            what: "etcd to be healthy".into(),
+            elapsed: Duration::ZERO,
+            detail: "first check".into(),
+        });
         loop {
             match self.checks.etcd_health(&self.plan).await {
                 Ok(_) => return Ok(()),
@@ -454,7 +541,7 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
                         elapsed: start.elapsed(),
                         detail: why,
                     });
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(POLL).await;
                 }
                 Err(why) => bail!("etcd is not healthy after {timeout}s: {why}"),
             }
@@ -538,7 +625,7 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         Ok(false)
     }
 
-    fn follow_up(&self, text: String) {
+    pub(super) fn follow_up(&self, text: String) {
         self.emit(Event::FollowUp { text: text.clone() });
         if let Ok(mut f) = self.follow_ups.lock() {
             if !f.contains(&text) {

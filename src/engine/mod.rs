@@ -614,8 +614,11 @@ impl Engine {
         Ok(failures)
     }
 
-    /// Undoes every touched (step, node), newest step first, nodes in parallel. Stops at the
-    /// first step whose rollback fails on any node: later undo steps assume earlier ones worked.
+    /// Undoes every touched (step, node), newest step first, nodes in parallel. A node whose
+    /// rollback fails is left alone from then on (its later undo steps assume the earlier ones
+    /// worked), while the other nodes are still rolled back completely; a failed cluster step
+    /// stops the whole rollback. What is left stays touched in the journal, so running
+    /// `rollback` again finishes it.
     async fn rollback_touched(
         &self,
         journal: &Mutex<Journal>,
@@ -630,6 +633,7 @@ impl Engine {
             .iter()
             .flat_map(|s| s.steps.iter())
             .collect();
+        let mut errors: Vec<Failure> = Vec::new();
         for step in steps.into_iter().rev() {
             let touched = lock(journal)?.touched();
             let targets: Vec<(Option<String>, &Actions)> = match &step.scope {
@@ -640,6 +644,7 @@ impl Engine {
             let targets: Vec<_> = targets
                 .into_iter()
                 .filter(|(n, _)| touched.contains(&(step.id.clone(), n.clone())))
+                .filter(|(n, _)| !errors.iter().any(|f| &f.node == n))
                 .collect();
             if targets.is_empty() {
                 continue;
@@ -691,17 +696,71 @@ impl Engine {
                 });
                 Ok(None)
             });
-            let mut errors = Vec::new();
             for r in futures::future::join_all(runs).await {
                 if let Some(f) = r? {
                     errors.push(f);
                 }
             }
-            if !errors.is_empty() {
-                return Ok(errors);
+            if errors.iter().any(|f| f.node.is_none()) {
+                break;
             }
         }
-        Ok(Vec::new())
+        if !errors.is_empty() {
+            let text = {
+                let j = lock(journal)?;
+                self.left_to_undo(&j, &errors)
+            };
+            self.follow_up(text);
+        }
+        Ok(errors)
+    }
+
+    /// Says exactly what a rollback that failed on some nodes left undone, and how to finish.
+    fn left_to_undo(&self, journal: &Journal, errors: &[Failure]) -> String {
+        let touched = journal.touched();
+        let order: Vec<&StepPlan> = self
+            .plan
+            .stages
+            .iter()
+            .flat_map(|s| s.steps.iter())
+            .rev()
+            .collect();
+        let mut parts = Vec::new();
+        for f in errors {
+            let left: Vec<&str> = order
+                .iter()
+                .filter(|s| touched.contains(&(s.id.clone(), f.node.clone())))
+                .map(|s| s.id.as_str())
+                .collect();
+            parts.push(format!(
+                "{}: undoing {} failed ({}); still to undo there, newest first: {}",
+                f.node.as_deref().unwrap_or("the cluster"),
+                f.step,
+                f.error,
+                left.join(", ")
+            ));
+        }
+        let done: Vec<String> = self
+            .plan
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| {
+                !touched
+                    .iter()
+                    .any(|(_, t)| t.as_deref() == Some(n.as_str()))
+            })
+            .collect();
+        format!(
+            "rollback is incomplete. {}. {}Fix the cause (e.g. bring the node's sshd back), then run `etcd-recover rollback {}` to finish; it undoes only what is left",
+            parts.join(". "),
+            if done.is_empty() {
+                String::new()
+            } else {
+                format!("Fully rolled back: {}. ", done.join(", "))
+            },
+            self.plan.run_id
+        )
     }
 
     /// Writes the node's step state into its run directory, for resume from elsewhere.

@@ -603,3 +603,58 @@ async fn pausing_after_a_failure_keeps_the_run_resumable() {
         .unwrap();
     assert!(matches!(out, Outcome::Completed), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_node_whose_rollback_fails_is_left_alone_while_the_others_are_rolled_back() {
+    let fx = Fixture::new(3);
+    let plan = fx.plan(&["sh", "-c", "test NODE != cp-2"]);
+    let (_d, j) = journal(&plan);
+    let engine = fx.engine(plan, Arc::new(Recorder::default()));
+    let out = engine.apply(&j, "apply", false).await.unwrap();
+    assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
+    // Someone edits cp-2's moved-aside etcd.yaml: undoing the rewrite there must refuse.
+    let aside = format!("{}/cp-2/run/manifests/etcd.yaml", fx.root);
+    let rewritten = std::fs::read_to_string(&aside).unwrap();
+    std::fs::write(&aside, "edited by hand\n").unwrap();
+
+    let out = engine.rollback(&j, "user asked").await.unwrap();
+    let Outcome::RollbackFailed { rollback, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(rollback.len(), 1, "{rollback:?}");
+    assert_eq!(rollback[0].node.as_deref(), Some("cp-2"));
+    assert_eq!(rollback[0].step, "rewrite/1");
+    // The other nodes are rolled back completely, cp-2 is left as it was.
+    for n in ["cp-1", "cp-3"] {
+        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL), "{n}");
+        assert!(!fx.exists(&format!("{n}/lock")), "{n} lock released");
+    }
+    assert!(
+        fx.manifest("cp-2").is_none(),
+        "cp-2's etcd.yaml stays aside"
+    );
+    assert!(fx.exists("cp-2/lock"), "cp-2 keeps its lock");
+    let follow = engine.follow_ups().join("\n");
+    assert!(
+        follow.contains("cp-2: undoing rewrite/1 failed")
+            && follow.contains("newest first: rewrite/1, stop-etcd/1, preflight/1")
+            && follow.contains("Fully rolled back: cp-1, cp-3")
+            && follow.contains("etcd-recover rollback r1"),
+        "{follow}"
+    );
+    {
+        let touched = j.lock().unwrap().touched();
+        assert!(touched.iter().all(|(_, n)| n.as_deref() == Some("cp-2")));
+        assert_eq!(touched.len(), 3, "{touched:?}");
+    }
+
+    // Once the cause is fixed, a second rollback undoes only what is left.
+    std::fs::write(&aside, rewritten).unwrap();
+    let out = engine.rollback(&j, "again").await.unwrap();
+    assert!(matches!(out, Outcome::RolledBack(_)), "{out:?}");
+    for n in &fx.nodes {
+        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL), "{n}");
+        assert!(!fx.exists(&format!("{n}/lock")));
+    }
+    assert!(j.lock().unwrap().touched().is_empty());
+}

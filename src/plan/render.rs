@@ -146,26 +146,7 @@ fn text(plan: &Plan, color: bool) -> String {
         let _ = writeln!(o, "    run dir       {}", n.run_dir);
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "{}", p.bold("Preflight findings"));
-    if plan.findings.is_empty() {
-        let _ = writeln!(o, "  none");
-    }
-    for f in &plan.findings {
-        let sev = match f.severity {
-            Severity::Error => p.red("error"),
-            Severity::Warning => p.yellow("warning"),
-            Severity::Info => p.dim("info"),
-        };
-        let who = f
-            .node
-            .as_deref()
-            .map(|n| format!("{n}: "))
-            .unwrap_or_default();
-        let _ = writeln!(o, "  {sev}: {who}{}", f.message);
-        if let Some(h) = &f.hint {
-            let _ = writeln!(o, "    hint: {h}");
-        }
-    }
+    o.push_str(&findings(plan, color));
     let total = plan.stages.len();
     for (i, stage) in plan.stages.iter().enumerate() {
         let _ = writeln!(o);
@@ -364,5 +345,167 @@ fn markdown(plan: &Plan) -> String {
     } else {
         let _ = writeln!(o, "**Blocking findings: apply will refuse this plan.**");
     }
+    o
+}
+
+/// The "Preflight findings" section of the text plan.
+pub fn findings(plan: &Plan, color: bool) -> String {
+    let p = Paint(color);
+    let mut o = String::new();
+    let _ = writeln!(o, "{}", p.bold("Preflight findings"));
+    if plan.findings.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for f in &plan.findings {
+        let sev = match f.severity {
+            Severity::Error => p.red("error"),
+            Severity::Warning => p.yellow("warning"),
+            Severity::Info => p.dim("info"),
+        };
+        let who = f
+            .node
+            .as_deref()
+            .map(|n| format!("{n}: "))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  {sev}: {who}{}", f.message);
+        if let Some(h) = &f.hint {
+            let _ = writeln!(o, "    hint: {h}");
+        }
+    }
+    o
+}
+
+/// The pods a plan stops, in the order it stops them.
+fn stopped_pods(plan: &Plan) -> Vec<String> {
+    let mut pods: Vec<String> = Vec::new();
+    for stage in &plan.stages {
+        for step in &stage.steps {
+            let Scope::Nodes(map) = &step.scope else {
+                continue;
+            };
+            for a in map.values().flat_map(|a| a.actions.iter()) {
+                if let Action::WaitStopped { pod, .. } = a {
+                    if !pods.contains(pod) {
+                        pods.push(pod.clone());
+                    }
+                }
+            }
+        }
+    }
+    pods
+}
+
+/// The short form shown before `apply` asks for confirmation: nodes, snapshot (SHA-256 and
+/// revision), what is stopped, the stages, every file diff and the findings. The full plan is
+/// [`render`]'s.
+pub fn summary(plan: &Plan, color: bool) -> String {
+    let p = Paint(color);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} for cluster {} (run {}, playbook {})",
+        p.bold("Restore plan"),
+        p.bold(&plan.cluster),
+        plan.run_id,
+        plan.playbook
+    );
+    let _ = writeln!(o);
+    let s = &plan.snapshot;
+    let rev = s.revision.map_or("unknown".into(), |r| r.to_string());
+    let keys = s.total_keys.map_or("unknown".into(), |k| k.to_string());
+    let _ = writeln!(o, "  snapshot   {}", s.path);
+    let _ = writeln!(o, "             sha256 {}", s.sha256);
+    let _ = writeln!(
+        o,
+        "             {} bytes, revision {rev}, {keys} keys",
+        s.size
+    );
+    let _ = writeln!(o, "             {}", s.verdict);
+    let r = &plan.restore;
+    let bump = bump_text(plan);
+    let bump = if r.bump_revision.is_some() {
+        bump
+    } else {
+        p.yellow(&bump)
+    };
+    let _ = writeln!(o, "  revisions  {bump}");
+    let _ = writeln!(o, "  cluster ID {} (new)", r.cluster_id);
+    let _ = writeln!(o, "  nodes      {}", plan.nodes.len());
+    for n in &plan.nodes {
+        let _ = writeln!(
+            o,
+            "    {} ({}, etcd {}): data dir {} (kept) -> {} (new)",
+            p.bold(&n.name),
+            n.host,
+            n.etcd_version.as_deref().unwrap_or("unknown"),
+            n.data_dir_old,
+            n.data_dir_new
+        );
+    }
+    let pods = stopped_pods(plan);
+    if !pods.is_empty() {
+        let _ = writeln!(
+            o,
+            "  stops      {} on every node, until the restored etcd is healthy",
+            pods.join(", ")
+        );
+    }
+    let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+    let _ = writeln!(o, "  stages     {}", names.join(" -> "));
+    let mut diffs = Vec::new();
+    for stage in &plan.stages {
+        for step in &stage.steps {
+            let Scope::Nodes(map) = &step.scope else {
+                continue;
+            };
+            for n in &plan.nodes {
+                for a in map
+                    .get(&n.name)
+                    .map(|a| a.actions.as_slice())
+                    .unwrap_or(&[])
+                {
+                    if let Action::WriteFile { diff, .. } = a {
+                        diffs.push((n.name.clone(), diff.clone()));
+                    }
+                }
+            }
+        }
+    }
+    if !diffs.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{}", p.bold("Files changed"));
+        for (node, diff) in diffs {
+            let _ = writeln!(o, "  {node}:");
+            for line in diff.lines() {
+                let _ = writeln!(o, "    {}", p.diff_line(line));
+            }
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{}", p.bold("Preflight findings"));
+    let shown: Vec<_> = plan.findings_at_least(Severity::Warning).collect();
+    if shown.is_empty() {
+        let _ = writeln!(o, "  no errors or warnings");
+    }
+    for f in shown {
+        let sev = match f.severity {
+            Severity::Error => p.red("error"),
+            _ => p.yellow("warning"),
+        };
+        let who = f
+            .node
+            .as_deref()
+            .map(|n| format!("{n}: "))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  {sev}: {who}{}", f.message);
+        if let Some(h) = &f.hint {
+            let _ = writeln!(o, "    hint: {h}");
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Every command, move, wait and rollback action: `etcd-recover plan` (or \"show details\" with --step)."
+    );
     o
 }

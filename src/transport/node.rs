@@ -39,6 +39,14 @@ const UPLOAD_QUEUE: usize = 4;
 /// Seconds the node-side `timeout` backstop waits beyond a command's own limit.
 const REMOTE_GRACE_SECS: u64 = 2;
 
+/// How long a lost connection is redialled before the operation that needs it fails. Long
+/// enough to ride out an sshd restart or a short network blip, short enough that a rollback
+/// does not hang on a node that is gone (it rolls back the others and says what is left).
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+
+/// Pause between two reconnection attempts.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
 /// How connections are made.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -115,17 +123,28 @@ impl Connector {
             session::connect(target, &self.keys, self.options.accept_new_host_keys).await?;
         let mut node = SshNode {
             target: target.clone(),
-            handle: Arc::new(connected.handle),
-            jumps: connected.jumps,
+            conn: std::sync::RwLock::new(Conn {
+                handle: Arc::new(connected.handle),
+                jumps: Arc::new(connected.jumps),
+                generation: 0,
+            }),
+            redial: Redial {
+                keys: self.keys.clone(),
+                accept_new: self.options.accept_new_host_keys,
+                window: RECONNECT_WINDOW,
+            },
+            redialing: tokio::sync::Mutex::new(()),
             is_root: false,
             use_sudo: false,
             notes: connected.notes,
         };
+        // A command like any other: on a busy node the login shell alone (its rc files run
+        // for every command) can take longer than the connect timeout.
         let id = node
             .run(
                 &Cmd::new(["id", "-u"])
                     .unprivileged()
-                    .timeout(target.connect_timeout),
+                    .timeout(target.command_timeout),
             )
             .await?;
         node.is_root = id.stdout_text().trim() == "0";
@@ -152,12 +171,32 @@ fn key_files(targets: &[SshTarget]) -> Vec<PathBuf> {
     files
 }
 
-/// An authenticated SSH session to one node.
-pub struct SshNode {
-    target: SshTarget,
+/// The live session to a node.
+#[derive(Clone)]
+struct Conn {
     handle: Arc<Handle<ClientHandler>>,
     /// Sessions to the jump hosts; the node's session is tunnelled through them.
-    jumps: Vec<Handle<ClientHandler>>,
+    jumps: Arc<Vec<Handle<ClientHandler>>>,
+    /// Bumped on every reconnection, so concurrent users redial once.
+    generation: u64,
+}
+
+/// What is needed to open the session again after it was lost.
+#[derive(Debug, Clone)]
+struct Redial {
+    keys: Arc<KeyStore>,
+    accept_new: bool,
+    window: Duration,
+}
+
+/// An authenticated SSH session to one node. When the connection is lost, the next operation
+/// reconnects (for up to [`RECONNECT_WINDOW`]); an operation that was running when it was lost
+/// fails, saying that its outcome is unknown.
+pub struct SshNode {
+    target: SshTarget,
+    conn: std::sync::RwLock<Conn>,
+    redial: Redial,
+    redialing: tokio::sync::Mutex<()>,
     is_root: bool,
     use_sudo: bool,
     notes: Vec<String>,
@@ -168,7 +207,7 @@ impl std::fmt::Debug for SshNode {
         f.debug_struct("SshNode")
             .field("node", &self.target.node)
             .field("endpoint", &self.target.endpoint.to_string())
-            .field("jumps", &self.jumps.len())
+            .field("jumps", &self.target.jumps.len())
             .field("use_sudo", &self.use_sudo)
             .finish()
     }
@@ -221,13 +260,111 @@ impl SshNode {
 
     /// Ends the session (and the jump sessions) politely.
     pub async fn close(self) {
-        let _ = self
+        let conn = self.current();
+        let _ = conn
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
-        for j in self.jumps.iter().rev() {
+        for j in conn.jumps.iter().rev() {
             let _ = j.disconnect(Disconnect::ByApplication, "", "en").await;
         }
+    }
+
+    /// Sets how long a lost connection is redialled (default [`RECONNECT_WINDOW`]).
+    pub fn reconnect_window(mut self, window: Duration) -> Self {
+        self.redial.window = window;
+        self
+    }
+
+    /// How many times the session was re-established after being lost.
+    pub fn reconnections(&self) -> u64 {
+        self.current().generation
+    }
+
+    fn current(&self) -> Conn {
+        match self.conn.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The session, reconnected first if it was lost.
+    async fn live(&self) -> Result<Conn, RemoteError> {
+        let conn = self.current();
+        if conn.handle.is_closed() {
+            return self.reconnect(conn.generation).await;
+        }
+        Ok(conn)
+    }
+
+    /// Opens the session again, unless another task already did since generation `seen`.
+    /// Retries unreachable errors for the reconnect window; a host key or authentication
+    /// refusal ends it at once (it will not go away by waiting).
+    async fn reconnect(&self, seen: u64) -> Result<Conn, RemoteError> {
+        let _one_at_a_time = self.redialing.lock().await;
+        let conn = self.current();
+        if conn.generation != seen && !conn.handle.is_closed() {
+            return Ok(conn);
+        }
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match session::connect(&self.target, &self.redial.keys, self.redial.accept_new).await {
+                Ok(connected) => {
+                    let fresh = Conn {
+                        handle: Arc::new(connected.handle),
+                        jumps: Arc::new(connected.jumps),
+                        generation: conn.generation + 1,
+                    };
+                    match self.conn.write() {
+                        Ok(mut c) => *c = fresh.clone(),
+                        Err(poisoned) => *poisoned.into_inner() = fresh.clone(),
+                    }
+                    return Ok(fresh);
+                }
+                Err(RemoteError::Unreachable { node, addr, reason })
+                    if started.elapsed() + RECONNECT_PAUSE >= self.redial.window =>
+                {
+                    return Err(RemoteError::Unreachable {
+                        node,
+                        addr,
+                        reason: format!(
+                            "the SSH connection was lost and {attempts} reconnection attempt(s) over {} failed; last: {reason}",
+                            session::human_duration(started.elapsed())
+                        ),
+                    });
+                }
+                Err(RemoteError::Unreachable { .. }) => tokio::time::sleep(RECONNECT_PAUSE).await,
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Opens a session channel, reconnecting once when the connection turns out to be lost.
+    async fn open_channel(&self) -> Result<(russh::Channel<Msg>, Conn), RemoteError> {
+        let conn = self.live().await?;
+        let first = match conn.handle.channel_open_session().await {
+            Ok(ch) => return Ok((ch, conn)),
+            Err(e) => e,
+        };
+        // A connection that just died may not be marked closed yet.
+        for _ in 0..10 {
+            if conn.handle.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !conn.handle.is_closed() {
+            return Err(self.other(format!("cannot open an SSH channel: {first}")));
+        }
+        let conn = self.reconnect(conn.generation).await?;
+        let ch = conn.handle.channel_open_session().await.map_err(|e| {
+            self.other(format!(
+                "cannot open an SSH channel right after reconnecting: {e}"
+            ))
+        })?;
+        Ok((ch, conn))
     }
 
     /// The one place a command line is built: `[sudo -n --] [timeout -s KILL N] argv...`.
@@ -252,6 +389,30 @@ impl SshNode {
         }
         argv.extend(cmd.argv.iter().cloned());
         shell_join(&argv)
+    }
+
+    /// The error for a channel that ended without an exit status: when the connection is
+    /// gone, say so plainly (the command may or may not have finished on the node).
+    async fn lost_or(&self, conn: &Conn, command: &str, reason: String) -> RemoteError {
+        for _ in 0..10 {
+            if conn.handle.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !conn.handle.is_closed() {
+            return self.other(reason);
+        }
+        let shown: String = command.chars().take(200).collect();
+        let more = if shown.len() < command.len() {
+            "..."
+        } else {
+            ""
+        };
+        self.other(format!(
+            "the SSH connection to {} was lost while `{shown}{more}` ran: whether it finished on the node is unknown; the next operation reconnects",
+            self.target.endpoint
+        ))
     }
 
     fn other(&self, reason: impl Into<String>) -> RemoteError {
@@ -300,11 +461,7 @@ impl SshNode {
         F: FnOnce(Arc<ChannelWriteHalf<Msg>>) -> Fut,
         Fut: std::future::Future<Output = Result<(), FeedError>>,
     {
-        let channel = self.handle.channel_open_session().await.map_err(|e| {
-            self.other(format!(
-                "cannot open an SSH channel (the connection may be lost): {e}"
-            ))
-        })?;
+        let (channel, conn) = self.open_channel().await?;
         let (read, write) = channel.split();
         let write = Arc::new(write);
         write
@@ -328,7 +485,10 @@ impl SshNode {
                             Err(FeedError::Local(e)) => return Err(e),
                         }
                     }
-                    ended = &mut reader => return ended.map_err(|r| self.other(r)),
+                    ended = &mut reader => return match ended {
+                        Ok(ended) => Ok(ended),
+                        Err(r) => Err(self.lost_or(&conn, command, r).await),
+                    },
                 }
             }
         };
@@ -446,7 +606,8 @@ impl Remote for SshNode {
     }
 
     async fn forward(&self, host: &str, port: u16) -> Result<Forward, RemoteError> {
-        forward::open(self.handle.clone(), &self.target.node, host, port).await
+        let conn = self.live().await?;
+        forward::open(conn.handle.clone(), &self.target.node, host, port).await
     }
 }
 
