@@ -637,11 +637,7 @@ impl SshNode {
         let size_text = size.to_string();
         let cmd = Cmd::script(scripts::UPLOAD, [remote_path, &mode_text, &size_text]);
         let line = self.command_line(&cmd, None);
-        let channel = self.handle.channel_open_session().await.map_err(|e| {
-            self.other(format!(
-                "cannot open an SSH channel (the connection may be lost): {e}"
-            ))
-        })?;
+        let (channel, conn) = self.open_channel().await?;
         let (read, write) = channel.split();
         write
             .exec(true, line.as_bytes().to_vec())
@@ -720,7 +716,10 @@ impl SshNode {
                             Err(FeedError::Local(e)) => return Err(e),
                         }
                     }
-                    ended = &mut collector => return ended.map_err(|r| self.other(r)),
+                    ended = &mut collector => return match ended {
+                        Ok(ended) => Ok(ended),
+                        Err(r) => Err(self.lost_or(&conn, &line, r).await),
+                    },
                 }
             }
         };
