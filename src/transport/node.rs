@@ -374,21 +374,7 @@ impl SshNode {
     /// (root logins: "session signalling requires privilege separation"). The node-side limit
     /// is a little longer than ours, so our timeout reports first.
     fn command_line(&self, cmd: &Cmd, limit: Option<Duration>) -> String {
-        let mut argv: Vec<String> = Vec::new();
-        if cmd.privileged && self.use_sudo {
-            argv.extend(["sudo", "-n", "--"].map(String::from));
-        }
-        if let Some(limit) = limit {
-            let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
-            argv.extend([
-                "timeout".to_string(),
-                "-s".into(),
-                "KILL".into(),
-                secs.to_string(),
-            ]);
-        }
-        argv.extend(cmd.argv.iter().cloned());
-        shell_join(&argv)
+        command_line(cmd, self.use_sudo, limit)
     }
 
     /// The error for a channel that ended without an exit status: when the connection is
@@ -838,4 +824,51 @@ fn read_and_hash(
         }
     }
     Ok(hasher.finalize().into())
+}
+
+/// See [`SshNode::command_line`].
+fn command_line(cmd: &Cmd, use_sudo: bool, limit: Option<Duration>) -> String {
+    let mut argv: Vec<String> = Vec::new();
+    if cmd.privileged && use_sudo {
+        argv.extend(["sudo", "-n", "--"].map(String::from));
+    }
+    if let Some(limit) = limit {
+        let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
+        argv.extend([
+            "timeout".to_string(),
+            "-s".into(),
+            "KILL".into(),
+            secs.to_string(),
+        ]);
+    }
+    argv.extend(cmd.argv.iter().cloned());
+    shell_join(&argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_quote_once_and_add_sudo_and_the_backstop_timeout() {
+        let cmd = Cmd::new(["cat", "--", "/etc/kubernetes/it's here.yaml"]);
+        assert_eq!(
+            command_line(&cmd, true, Some(Duration::from_millis(1500))),
+            "sudo -n -- timeout -s KILL 4 cat -- '/etc/kubernetes/it'\\''s here.yaml'"
+        );
+        assert_eq!(
+            command_line(&cmd, false, None),
+            "cat -- '/etc/kubernetes/it'\\''s here.yaml'"
+        );
+        let plain = Cmd::new(["id", "-u"]).unprivileged();
+        assert_eq!(
+            command_line(&plain, true, Some(Duration::from_secs(60))),
+            "timeout -s KILL 62 id -u"
+        );
+        let script = Cmd::script("echo \"$1\"", ["$(reboot)"]);
+        assert_eq!(
+            command_line(&script, true, None),
+            "sudo -n -- sh -c 'echo \"$1\"' sh '$(reboot)'"
+        );
+    }
 }
