@@ -33,15 +33,31 @@ fn main() -> anyhow::Result<()> {
         let node = connector.connect(target).await?;
         let size = std::fs::metadata(local)?.len();
         let started = Instant::now();
+        // When the last byte left: the rest is the node's fsync, hash and rename.
+        let sent_all = std::sync::Mutex::new(None);
+        let progress = |n: u64| {
+            if n == size {
+                if let Ok(mut t) = sent_all.lock() {
+                    *t = Some(started.elapsed());
+                }
+            }
+        };
         let hash = node
-            .upload(&PathBuf::from(local), remote, 0o600, &|_| {})
+            .upload(&PathBuf::from(local), remote, 0o600, &progress)
             .await?;
         let secs = started.elapsed().as_secs_f64();
+        let sending = sent_all
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .map_or(secs, |d| d.as_secs_f64());
         node.close().await;
         writeln!(
             std::io::stdout(),
-            "uploaded {size} bytes in {secs:.2}s ({:.1} MiB/s), sha256 {}",
+            "uploaded {size} bytes in {secs:.2}s ({:.1} MiB/s): sending {sending:.2}s, \
+             fsync + SHA-256 + rename on the node {:.2}s; sha256 {}",
             size as f64 / secs / (1024.0 * 1024.0),
+            secs - sending,
             hex::encode(hash)
         )?;
         anyhow::Ok(())

@@ -53,7 +53,7 @@ head -c $((1 << 30)) /dev/urandom > "$work/1GiB.bin"
 # Prints "seconds max_rss_kib" for a command run under /usr/bin/time -v.
 measure() {
   local log="$work/time.log"
-  /usr/bin/time -v "$@" > /dev/null 2> "$log" || { cat "$log" >&2; return 1; }
+  /usr/bin/time -v "$@" > "$work/stdout" 2> "$log" || { cat "$log" >&2; return 1; }
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
@@ -63,7 +63,7 @@ measure() {
 
 scp_opts=(-q -i "$key" -o "UserKnownHostsFile=$known_hosts" -o BatchMode=yes)
 
-printf '%-6s %-32s %5s %10s %10s %12s\n' size tool round seconds MiB/s "peak RSS"
+printf '%-6s %-16s %5s %8s %8s %12s  %s\n' size tool round seconds MiB/s "peak RSS" "of which node-side fsync + SHA-256 + rename"
 for size in 256MiB 1GiB; do
   file="$work/$size.bin"
   bytes=$(stat -c %s "$file")
@@ -78,7 +78,11 @@ for size in 256MiB 1GiB; do
       esac
       cmp -s "$file" "$dest/bench.db" || { echo "$tool: the copy differs" >&2; exit 1; }
       mibs=$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1048576 }')
-      printf '%-6s %-32s %5s %10s %10s %9s KiB\n' "$size" "$tool" "$round" "$secs" "$mibs" "$rss"
+      tail=""
+      if [ "$tool" = etcd-recover ]; then
+        tail=$(sed -n 's/.*on the node \([0-9.]*s\).*/\1/p' "$work/stdout")
+      fi
+      printf '%-6s %-16s %5s %8s %8s %8s KiB  %s\n' "$size" "$tool" "$round" "$secs" "$mibs" "$rss" "$tail"
     done
   done
 done

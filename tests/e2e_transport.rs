@@ -497,6 +497,18 @@ async fn upload_of_256_mib_is_verified() {
         .collect();
     assert_eq!(names, [std::ffi::OsString::from("snapshot.db")]);
 
+    // Replacing an existing file, and an empty file.
+    let empty = sshd.dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let hash = node
+        .upload(&empty, &remote.display().to_string(), 0o640, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(hex::encode(hash), hex::encode(Sha256::digest(b"")));
+    assert_eq!(std::fs::metadata(&remote).unwrap().len(), 0);
+    assert_eq!(std::fs::metadata(&remote).unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(std::fs::read_dir(&dest_dir).unwrap().count(), 1);
+
     // A directory that does not exist: a clear error, nothing written.
     let err = node
         .upload(&local, "/nonexistent-dir/snapshot.db", 0o600, &|_| {})

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use russh::client::{Handle, Msg};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{KeyStore, PassphrasePrompt};
 use super::forward;
@@ -374,21 +374,7 @@ impl SshNode {
     /// (root logins: "session signalling requires privilege separation"). The node-side limit
     /// is a little longer than ours, so our timeout reports first.
     fn command_line(&self, cmd: &Cmd, limit: Option<Duration>) -> String {
-        let mut argv: Vec<String> = Vec::new();
-        if cmd.privileged && self.use_sudo {
-            argv.extend(["sudo", "-n", "--"].map(String::from));
-        }
-        if let Some(limit) = limit {
-            let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
-            argv.extend([
-                "timeout".to_string(),
-                "-s".into(),
-                "KILL".into(),
-                secs.to_string(),
-            ]);
-        }
-        argv.extend(cmd.argv.iter().cloned());
-        shell_join(&argv)
+        command_line(cmd, self.use_sudo, limit)
     }
 
     /// The error for a channel that ended without an exit status: when the connection is
@@ -469,7 +455,7 @@ impl SshNode {
             .await
             .map_err(|e| self.other(format!("cannot start a command: {e}")))?;
         let work = async {
-            let reader = collect(read);
+            let reader = collect(read, None);
             let writer = feed(write.clone());
             tokio::pin!(reader, writer);
             let mut writer_done = false;
@@ -519,36 +505,6 @@ enum FeedError {
     Closed,
     /// A problem on our side; the command is abandoned.
     Local(RemoteError),
-}
-
-/// Reads a channel to its end: standard output, standard error, exit status.
-async fn collect(mut read: ChannelReadHalf) -> Result<Ended, String> {
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let mut status = None;
-    // The loop must run until the channel closes: data can follow the exit status.
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => append(&mut stdout, &data, "standard output")?,
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                append(&mut stderr, &data, "standard error")?
-            }
-            ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
-            ChannelMsg::ExitSignal { signal_name, .. } => {
-                status = Some(ExitStatus::Signal(signal_text(&signal_name)))
-            }
-            ChannelMsg::Failure => return Err("sshd refused to run the command".into()),
-            _ => {}
-        }
-    }
-    match status {
-        Some(status) => Ok(Ended {
-            status,
-            stdout,
-            stderr,
-        }),
-        None => Err("the command ended without an exit status (connection lost?)".into()),
-    }
 }
 
 fn append(buf: &mut Vec<u8>, data: &[u8], what: &str) -> Result<(), String> {
@@ -667,68 +623,171 @@ impl SshNode {
         let size_text = size.to_string();
         let cmd = Cmd::script(scripts::UPLOAD, [remote_path, &mode_text, &size_text]);
         let line = self.command_line(&cmd, None);
+        let (channel, conn) = self.open_channel().await?;
+        let (read, write) = channel.split();
+        write
+            .exec(true, line.as_bytes().to_vec())
+            .await
+            .map_err(|e| self.other(format!("cannot start the upload: {e}")))?;
+
+        // The node prints its SHA-256 once the file is written and synced, then waits for our
+        // verdict on the same standard input: `commit` (rename into place) or `abort`.
+        let (hash_tx, hash_rx) = oneshot::channel::<String>();
         let node = self.target.node.clone();
         let shown = local.display().to_string();
-        // No fixed limit fits every file size; the connection's keepalives detect a dead node.
-        let limit = Duration::from_secs(365 * 24 * 3600);
-        let ended = self
-            .run_channel(&line, limit, |w| async move {
-                let mut sent = 0u64;
-                while let Some(chunk) = rx.recv().await {
-                    let chunk = chunk.map_err(|e| {
-                        FeedError::Local(RemoteError::Other {
-                            node: node.clone(),
-                            reason: format!("cannot read local file `{shown}`: {e}"),
-                        })
-                    })?;
-                    sent += chunk.len() as u64;
-                    w.data_bytes(chunk).await.map_err(|_| FeedError::Closed)?;
-                    progress(sent);
+        let writer = async {
+            let mut sent = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk.map_err(|e| {
+                    FeedError::Local(RemoteError::Other {
+                        node: node.clone(),
+                        reason: format!("cannot read local file `{shown}`: {e}"),
+                    })
+                })?;
+                sent += chunk.len() as u64;
+                write
+                    .data_bytes(chunk)
+                    .await
+                    .map_err(|_| FeedError::Closed)?;
+                progress(sent);
+            }
+            if sent != size {
+                return Err(FeedError::Local(RemoteError::Other {
+                    node: node.clone(),
+                    reason: format!(
+                        "local file `{shown}` changed size during the upload ({size} bytes expected, {sent} read)"
+                    ),
+                }));
+            }
+            let local_hash = reader
+                .await
+                .map_err(|e| {
+                    FeedError::Local(RemoteError::Other {
+                        node: node.clone(),
+                        reason: format!("the local reader stopped: {e}"),
+                    })
+                })?
+                .map_err(|e| {
+                    FeedError::Local(RemoteError::Other {
+                        node: node.clone(),
+                        reason: format!("cannot read local file `{shown}`: {e}"),
+                    })
+                })?;
+            // No line means the node gave up; its exit status and stderr say why.
+            let reply = hash_rx.await.map_err(|_| FeedError::Closed)?;
+            let mut remote_hash = [0u8; 32];
+            let parsed = hex::decode_to_slice(reply.trim(), &mut remote_hash).is_ok();
+            let good = parsed && remote_hash == local_hash;
+            let answer: &[u8] = if good { b"commit\n" } else { b"abort\n" };
+            write
+                .data_bytes(answer.to_vec())
+                .await
+                .map_err(|_| FeedError::Closed)?;
+            write.eof().await.map_err(|_| FeedError::Closed)?;
+            Ok::<_, FeedError>((local_hash, parsed.then_some(remote_hash), reply))
+        };
+        let mut verdict = None;
+        let work = async {
+            let collector = collect(read, Some(hash_tx));
+            tokio::pin!(collector, writer);
+            let mut writer_done = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    fed = &mut writer, if !writer_done => {
+                        writer_done = true;
+                        match fed {
+                            Ok(v) => verdict = Some(v),
+                            Err(FeedError::Closed) => {}
+                            Err(FeedError::Local(e)) => return Err(e),
+                        }
+                    }
+                    ended = &mut collector => return match ended {
+                        Ok(ended) => Ok(ended),
+                        Err(r) => Err(self.lost_or(&conn, &line, r).await),
+                    },
                 }
-                w.eof().await.map_err(|_| FeedError::Closed)
-            })
-            .await?;
-        // The node's verdict first: when it failed, the local reader only saw the upload stop.
+            }
+        };
+        let ended = match work.await {
+            Ok(ended) => ended,
+            Err(e) => {
+                // Closing the channel ends the node's input: it sees a short file and cleans up.
+                let _ = write.close().await;
+                return Err(e);
+            }
+        };
         if let Some(refusal) = self.sudo_refusal(&cmd, &ended) {
             return Err(refusal);
         }
-        if !ended.status.success() {
-            return Err(RemoteError::Command {
+        let short = |h: &[u8; 32]| hex::encode(&h[..8]);
+        match verdict {
+            Some((local_hash, Some(remote_hash), _)) if remote_hash != local_hash => {
+                Err(self.other(format!(
+                    "upload of `{}` to {remote_path} is corrupt: SHA-256 sent {}..., written {}...; the node removed the file",
+                    local.display(),
+                    short(&local_hash),
+                    short(&remote_hash)
+                )))
+            }
+            Some((_, None, reply)) => Err(self.other(format!(
+                "unexpected reply from the upload to {remote_path}: `{}`; the node removed the file",
+                reply.trim()
+            ))),
+            Some((_, Some(remote_hash), _))
+                if ended.status.success()
+                    && String::from_utf8_lossy(&ended.stdout).contains("\ncommitted") =>
+            {
+                Ok(remote_hash)
+            }
+            _ => Err(RemoteError::Command {
                 node: self.target.node.clone(),
                 cmd: format!("upload to {remote_path}"),
                 status: ended.status,
                 stderr: String::from_utf8_lossy(&ended.stderr).trim().to_string(),
-            });
+            }),
         }
-        let local_hash = reader
-            .await
-            .map_err(|e| self.other(format!("the local reader stopped: {e}")))?
-            .map_err(|e| local_err("read", e))?;
-        let stdout = String::from_utf8_lossy(&ended.stdout).into_owned();
-        let (remote_hash, temp) = parse_upload_reply(&stdout, remote_path).ok_or_else(|| {
-            self.other(format!(
-                "unexpected reply from the upload: `{}`",
-                stdout.trim()
-            ))
-        })?;
-        let short = |h: &[u8; 32]| hex::encode(&h[..8]);
-        if remote_hash != local_hash {
-            let _ = self
-                .exec(&Cmd::new(["rm", "-f", "--", &temp]).timeout(self.target.command_timeout))
-                .await;
-            return Err(self.other(format!(
-                "upload of `{}` to {remote_path} is corrupt: SHA-256 sent {}..., written {}...; the partial file was removed",
-                local.display(),
-                short(&local_hash),
-                short(&remote_hash)
-            )));
+    }
+}
+
+/// Reads a channel to its end: standard output, standard error, exit status. The first line
+/// of standard output also goes to `first_line` as soon as it is complete.
+async fn collect(
+    mut read: ChannelReadHalf,
+    mut first_line: Option<oneshot::Sender<String>>,
+) -> Result<Ended, String> {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut status = None;
+    // The loop must run until the channel closes: data can follow the exit status.
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                append(&mut stdout, &data, "standard output")?;
+                if let Some(pos) = stdout.iter().position(|b| *b == b'\n') {
+                    if let Some(tx) = first_line.take() {
+                        let _ = tx.send(String::from_utf8_lossy(&stdout[..pos]).into_owned());
+                    }
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext: 1 } => {
+                append(&mut stderr, &data, "standard error")?
+            }
+            ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                status = Some(ExitStatus::Signal(signal_text(&signal_name)))
+            }
+            ChannelMsg::Failure => return Err("sshd refused to run the command".into()),
+            _ => {}
         }
-        self.run(
-            &Cmd::script(scripts::COMMIT, [temp.as_str(), remote_path])
-                .timeout(self.target.command_timeout),
-        )
-        .await?;
-        Ok(remote_hash)
+    }
+    match status {
+        Some(status) => Ok(Ended {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err("the command ended without an exit status (connection lost?)".into()),
     }
 }
 
@@ -767,24 +826,23 @@ fn read_and_hash(
     Ok(hasher.finalize().into())
 }
 
-/// `HEX TEMPNAME` from the upload script; the temporary file must sit next to the target.
-fn parse_upload_reply(stdout: &str, remote_path: &str) -> Option<([u8; 32], String)> {
-    let line = stdout.lines().last()?;
-    let (hex_hash, temp) = line.split_once(' ')?;
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(hex_hash.trim(), &mut hash).ok()?;
-    let dir = match remote_path.rsplit_once('/') {
-        Some(("", _)) => "/",
-        Some((d, _)) => d,
-        None => ".",
-    };
-    let expected_prefix = if dir == "/" {
-        "/.".to_string()
-    } else {
-        format!("{dir}/.")
-    };
-    temp.starts_with(&expected_prefix)
-        .then(|| (hash, temp.to_string()))
+/// See [`SshNode::command_line`].
+fn command_line(cmd: &Cmd, use_sudo: bool, limit: Option<Duration>) -> String {
+    let mut argv: Vec<String> = Vec::new();
+    if cmd.privileged && use_sudo {
+        argv.extend(["sudo", "-n", "--"].map(String::from));
+    }
+    if let Some(limit) = limit {
+        let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
+        argv.extend([
+            "timeout".to_string(),
+            "-s".into(),
+            "KILL".into(),
+            secs.to_string(),
+        ]);
+    }
+    argv.extend(cmd.argv.iter().cloned());
+    shell_join(&argv)
 }
 
 #[cfg(test)]
@@ -792,17 +850,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upload_reply_must_name_a_temp_file_next_to_the_target() {
-        let h = "a".repeat(64);
-        let (hash, temp) = parse_upload_reply(
-            &format!("{h} /var/lib/x/.snap.db.upload.AbC123\n"),
-            "/var/lib/x/snap.db",
-        )
-        .unwrap();
-        assert_eq!(hash, [0xaa; 32]);
-        assert_eq!(temp, "/var/lib/x/.snap.db.upload.AbC123");
-        assert!(parse_upload_reply(&format!("{h} /tmp/.x\n"), "/var/lib/x/snap.db").is_none());
-        assert!(parse_upload_reply("zz /var/lib/x/.a\n", "/var/lib/x/a").is_none());
-        assert!(parse_upload_reply(&format!("{h} /.a.upload.1\n"), "/a").is_some());
+    fn command_lines_quote_once_and_add_sudo_and_the_backstop_timeout() {
+        let cmd = Cmd::new(["cat", "--", "/etc/kubernetes/it's here.yaml"]);
+        assert_eq!(
+            command_line(&cmd, true, Some(Duration::from_millis(1500))),
+            "sudo -n -- timeout -s KILL 4 cat -- '/etc/kubernetes/it'\\''s here.yaml'"
+        );
+        assert_eq!(
+            command_line(&cmd, false, None),
+            "cat -- '/etc/kubernetes/it'\\''s here.yaml'"
+        );
+        let plain = Cmd::new(["id", "-u"]).unprivileged();
+        assert_eq!(
+            command_line(&plain, true, Some(Duration::from_secs(60))),
+            "timeout -s KILL 62 id -u"
+        );
+        let script = Cmd::script("echo \"$1\"", ["$(reboot)"]);
+        assert_eq!(
+            command_line(&script, true, None),
+            "sudo -n -- sh -c 'echo \"$1\"' sh '$(reboot)'"
+        );
     }
 }
