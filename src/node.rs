@@ -102,33 +102,6 @@ sync -- "$(dirname -- "$1")" "$(dirname -- "$2")""#,
     Ok(())
 }
 
-/// Copies `from` to `to` keeping mode, owner and times; never overwrites.
-pub async fn copy_file(node: &dyn Remote, from: &str, to: &str) -> Result<(), RemoteError> {
-    node.run(&Cmd::script(
-        r#"set -eu
-if [ -e "$2" ]; then echo "refusing to overwrite $2" >&2; exit 3; fi
-cp -p -- "$1" "$2"
-sync -- "$2""#,
-        [from, to],
-    ))
-    .await?;
-    Ok(())
-}
-
-/// `mkdir -p` with the mode applied to the last component.
-pub async fn make_dir(node: &dyn Remote, path: &str, mode: u32) -> Result<(), RemoteError> {
-    node.run(&Cmd::new([
-        "mkdir".to_string(),
-        "-p".to_string(),
-        "-m".to_string(),
-        format!("{mode:o}"),
-        "--".to_string(),
-        path.to_string(),
-    ]))
-    .await?;
-    Ok(())
-}
-
 /// Removes a file this tool created (staged snapshot, lock). Absent is fine.
 pub async fn remove_own_file(node: &dyn Remote, path: &str) -> Result<(), RemoteError> {
     node.run(&Cmd::new(["rm", "-f", "--", path])).await?;
@@ -362,27 +335,6 @@ pub async fn processes_using(node: &dyn Remote, dir: &str) -> Result<Vec<u32>, R
     Ok(pids)
 }
 
-/// Running containers with this name, per crictl; empty when crictl is not installed.
-pub async fn crictl_running(
-    node: &dyn Remote,
-    container: &str,
-) -> Result<Vec<String>, RemoteError> {
-    let out = node
-        .run(&Cmd::script(
-            r#"command -v crictl >/dev/null 2>&1 || exit 0
-crictl ps -q --state running --name "^$1\$" --label io.kubernetes.pod.namespace=kube-system"#,
-            [container],
-        ))
-        .await?;
-    Ok(out
-        .stdout_text()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
-}
-
 /// Free bytes on the filesystem that holds `path` (or its nearest existing parent).
 pub async fn free_bytes(node: &dyn Remote, path: &str) -> Result<u64, RemoteError> {
     let out = node
@@ -398,41 +350,6 @@ df -P -B1 -- "$p" | tail -n 1"#,
         .nth(3)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| parse_err(node, "df", &text))
-}
-
-/// Device number of the filesystem holding `path` (or its nearest existing parent).
-pub async fn device_of(node: &dyn Remote, path: &str) -> Result<u64, RemoteError> {
-    let out = node
-        .run(&Cmd::script(
-            r#"p=$1
-while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done
-stat -c %d -- "$p""#,
-            [path],
-        ))
-        .await?;
-    let text = out.stdout_text();
-    text.trim()
-        .parse()
-        .map_err(|_| parse_err(node, "stat", &text))
-}
-
-/// Non-dot regular files directly in a directory (what the kubelet would run), sorted.
-pub async fn list_pod_files(node: &dyn Remote, dir: &str) -> Result<Vec<String>, RemoteError> {
-    let out = node
-        .run(&Cmd::script(
-            r#"cd -- "$1" || exit 4
-for f in *; do [ -f "$f" ] && printf '%s\n' "$f"; done; exit 0"#,
-            [dir],
-        ))
-        .await?;
-    let mut files: Vec<String> = out
-        .stdout_text()
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('.') && *l != "*")
-        .map(String::from)
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]
@@ -461,7 +378,9 @@ mod tests {
         std::fs::write(&a, "kind: Pod\n").unwrap();
         assert_eq!(stat(&node, &a).await.unwrap().unwrap().size, 10);
         assert!(stat(&node, &b).await.unwrap().is_none());
-        make_dir(&node, &format!("{d}/moved"), 0o700).await.unwrap();
+        make_dir_once(&node, &format!("{d}/moved"), 0o700)
+            .await
+            .unwrap();
         let st = stat(&node, &format!("{d}/moved")).await.unwrap().unwrap();
         assert!(st.is_dir);
         assert_eq!(st.mode, 0o700);
@@ -473,17 +392,15 @@ mod tests {
         std::fs::write(&a, "other\n").unwrap();
         let err = move_file(&node, &a, &b).await.unwrap_err().to_string();
         assert!(err.contains("refusing to overwrite"), "{err}");
-        copy_file(&node, &b, &format!("{d}/copy.yaml"))
+        copy_once(&node, &b, &format!("{d}/copy.yaml"))
             .await
             .unwrap();
         assert_eq!(
-            list_pod_files(&node, d).await.unwrap(),
-            ["a.yaml", "copy.yaml"]
-        );
-        std::fs::write(format!("{d}/.hidden"), "x").unwrap();
-        assert_eq!(
-            list_pod_files(&node, d).await.unwrap(),
-            ["a.yaml", "copy.yaml"]
+            sha256(&node, &format!("{d}/copy.yaml"))
+                .await
+                .unwrap()
+                .unwrap(),
+            before
         );
         assert!(free_bytes(&node, &format!("{d}/not/yet")).await.unwrap() > 0);
     }

@@ -819,15 +819,6 @@ pub fn operator() -> String {
     format!("{user}@{host}")
 }
 
-/// Finds the action list of a step for a node (used by status and reports).
-pub fn actions_for<'a>(step: &'a StepPlan, node: Option<&str>) -> Option<&'a Actions> {
-    match (&step.scope, node) {
-        (Scope::Cluster(a), None) => Some(a),
-        (Scope::Nodes(m), Some(n)) => m.get(n),
-        _ => None,
-    }
-}
-
 /// True when the action is withheld in a dry run.
 fn withheld(mode: Mode, action: &Action) -> bool {
     mode == Mode::DryRun && !matches!(action, Action::Note { .. })
