@@ -278,6 +278,41 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         Ok(false)
     }
 
+    /// Polls `check` until it reports nothing left to wait for (`Ok(None)`), emitting
+    /// `Waiting` events with what is still pending; fails with `failure(pending)` at `timeout`.
+    async fn poll_node<F, Fut>(
+        &self,
+        r: &dyn Remote,
+        what: String,
+        timeout: u64,
+        failure: impl Fn(&str) -> String,
+        mut check: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<String>>>,
+    {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(timeout);
+        let waiting = |elapsed, detail| Event::Waiting {
+            node: Some(r.node().to_string()),
+            what: what.clone(),
+            elapsed,
+            detail,
+        };
+        self.emit(waiting(Duration::ZERO, "first check".into()));
+        loop {
+            let Some(pending) = check().await? else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                bail!("{}: {}", r.node(), failure(&pending));
+            }
+            self.emit(waiting(start.elapsed(), pending));
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn wait_stopped(
         &self,
         r: &dyn Remote,
@@ -286,15 +321,7 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         dirs: &[String],
         timeout: u64,
     ) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(timeout);
-        self.emit(Event::Waiting {
-            node: Some(r.node().to_string()),
-            what: format!("{pod} to stop"),
-            elapsed: Duration::ZERO,
-            detail: "first check".into(),
-        });
-        loop {
+        let check = || async {
             let occ = node::occupancy(r, pod, dirs).await?;
             let mut holding = Vec::new();
             for ep in endpoints {
@@ -317,24 +344,11 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
                     occ.containers.join(",")
                 ));
             }
-            if holding.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: {pod} did not stop within {timeout}s: {}",
-                    r.node(),
-                    holding.join("; ")
-                );
-            }
-            self.emit(Event::Waiting {
-                node: Some(r.node().to_string()),
-                what: format!("{pod} to stop"),
-                elapsed: start.elapsed(),
-                detail: holding.join("; "),
-            });
-            tokio::time::sleep(POLL).await;
-        }
+            anyhow::Ok((!holding.is_empty()).then(|| holding.join("; ")))
+        };
+        let failure = |pending: &str| format!("{pod} did not stop within {timeout}s: {pending}");
+        self.poll_node(r, format!("{pod} to stop"), timeout, failure, check)
+            .await
     }
 
     async fn wait_listening(
@@ -344,39 +358,21 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         endpoints: &[Endpoint],
         timeout: u64,
     ) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(timeout);
-        self.emit(Event::Waiting {
-            node: Some(r.node().to_string()),
-            what: format!("{pod} to start"),
-            elapsed: Duration::ZERO,
-            detail: "first check".into(),
-        });
-        loop {
+        let check = || async {
             let listeners = node::listeners(r).await?;
             let missing: Vec<String> = endpoints
                 .iter()
                 .filter(|ep| !listeners.iter().any(|l| l.serves(&ep.host, ep.port)))
                 .map(ToString::to_string)
                 .collect();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: {pod} did not start within {timeout}s: nothing listens on {}",
-                    r.node(),
-                    missing.join(", ")
-                );
-            }
-            self.emit(Event::Waiting {
-                node: Some(r.node().to_string()),
-                what: format!("{pod} to start"),
-                elapsed: start.elapsed(),
-                detail: format!("waiting for {}", missing.join(", ")),
-            });
-            tokio::time::sleep(POLL).await;
-        }
+            anyhow::Ok((!missing.is_empty()).then(|| format!("waiting for {}", missing.join(", "))))
+        };
+        let failure = |pending: &str| {
+            let missing = pending.trim_start_matches("waiting for ");
+            format!("{pod} did not start within {timeout}s: nothing listens on {missing}")
+        };
+        self.poll_node(r, format!("{pod} to start"), timeout, failure, check)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
