@@ -403,6 +403,125 @@ async fn command_timeout_kills_the_command() {
     );
 }
 
+/// Commands run through a shell kept open on the node: what the login shell's rc files print
+/// does not reach a command's output, concurrent commands each get their own shell, and a
+/// shell that ends while idle is replaced without the caller noticing.
+#[tokio::test]
+async fn command_shells_skip_login_noise_run_concurrently_and_are_replaced() {
+    // bash reads ~/.bashrc for every command sshd runs (Debian's SSH_SOURCE_BASHRC); this
+    // one greets on both streams, as rc files on real nodes do.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".bashrc"),
+        "echo 'Welcome to cp-1'\necho 'rc warning' >&2\n",
+    )
+    .unwrap();
+    let sshd = Sshd::start_with(&format!("SetEnv HOME={}\n", home.path().display()));
+    // The premise: a plain `ssh host cmd` gets the greeting mixed into its output.
+    let plain = std::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o"])
+        .arg(format!("UserKnownHostsFile={}", sshd.known_hosts.display()))
+        .arg("-i")
+        .arg(&sshd.client_key)
+        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "echo hi"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        "Welcome to cp-1\nhi\n"
+    );
+
+    let node = connect(&sshd).await;
+    let out = node.run(&Cmd::new(["echo", "hi"])).await.unwrap();
+    assert_eq!(out.stdout_text(), "hi\n");
+    assert_eq!(out.stderr_text(), "");
+
+    let runs = (0..8).map(|i| {
+        let node = &node;
+        async move {
+            let input = format!("input {i}\n").repeat(1000);
+            let out = node
+                .run(
+                    &Cmd::script("sleep 0.3; cat; echo \"$1\"", [i.to_string()])
+                        .stdin(input.clone()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.stdout_text(), format!("{input}{i}\n"));
+        }
+    });
+    futures::future::join_all(runs).await;
+
+    // At most four stay open; the others end once their input closes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shell_pids(sshd.pid()).len() > 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shells = shell_pids(sshd.pid());
+    assert!(
+        !shells.is_empty() && shells.len() <= 4,
+        "idle shells: {shells:?}"
+    );
+    for pid in &shells {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shell_pids(sshd.pid()).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(shell_pids(sshd.pid()).is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = node.run(&Cmd::new(["echo", "again"])).await.unwrap();
+    assert_eq!(out.stdout_text(), "again\n");
+    assert_eq!(shell_pids(sshd.pid()).len(), 1);
+    node.close().await;
+}
+
+/// Processes under sshd `root_pid` running the command shell.
+fn shell_pids(root_pid: u32) -> Vec<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        // `sh -c SERVER sh NONCE`: the server itself, not the subshells it forks.
+        let is_server = args.len() >= 4
+            && args[0].ends_with(b"sh")
+            && args[2].windows(18).any(|w| w == b"etcd-recover-shell")
+            && args[3] == b"sh";
+        if !is_server {
+            continue;
+        }
+        let mut p = pid;
+        while let Some(pp) = parent(p) {
+            if pp == root_pid {
+                found.push(pid);
+                break;
+            }
+            if pp <= 1 {
+                break;
+            }
+            p = pp;
+        }
+    }
+    found
+}
+
 /// Long silent phases do not end the session: keepalives answer the server's probes.
 #[tokio::test]
 async fn silent_commands_survive_server_keepalive_probes() {

@@ -17,6 +17,7 @@ pub mod known_hosts;
 mod node;
 mod scripts;
 mod session;
+mod shell;
 
 pub use auth::{KeyStore, NoPrompt, PassphrasePrompt};
 pub use node::{Agent, ConnectOptions, Connector, SshNode};

@@ -18,6 +18,7 @@ use super::auth::{KeyStore, PassphrasePrompt};
 use super::forward;
 use super::scripts;
 use super::session::{self, ClientHandler};
+use super::shell::{self, Shell, ShellError};
 use crate::inventory::{SshTarget, SudoMode};
 use crate::remote::{
     atomic_write_cmd, shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn, Remote,
@@ -46,6 +47,9 @@ pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 
 /// Pause between two reconnection attempts.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Idle command shells kept per node; more are started while commands run concurrently.
+const IDLE_SHELLS: usize = 4;
 
 /// How connections are made.
 #[derive(Debug, Clone, Default)]
@@ -134,20 +138,33 @@ impl Connector {
                 window: RECONNECT_WINDOW,
             },
             redialing: tokio::sync::Mutex::new(()),
+            shells: std::sync::Mutex::new(Vec::new()),
+            no_shell: std::sync::atomic::AtomicBool::new(false),
             is_root: false,
             use_sudo: false,
             notes: connected.notes,
         };
-        // A command like any other: on a busy node the login shell alone (its rc files run
-        // for every command) can take longer than the connect timeout.
-        let id = node
-            .run(
-                &Cmd::new(["id", "-u"])
-                    .unprivileged()
-                    .timeout(target.command_timeout),
-            )
-            .await?;
-        node.is_root = id.stdout_text().trim() == "0";
+        // The first command shell says who we are; without one, `id -u` does. Either way a
+        // command like any other: on a busy node the login shell alone (its rc files run for
+        // every channel) can take longer than the connect timeout.
+        let uid = match node.shell(target.command_timeout).await {
+            Ok(Some(shell)) => {
+                let uid = shell.uid;
+                node.put_back(shell).await;
+                uid.to_string()
+            }
+            Ok(None) | Err(_) => node
+                .run(
+                    &Cmd::new(["id", "-u"])
+                        .unprivileged()
+                        .timeout(target.command_timeout),
+                )
+                .await?
+                .stdout_text()
+                .trim()
+                .to_string(),
+        };
+        node.is_root = uid == "0";
         node.use_sudo = match target.sudo {
             SudoMode::Auto => !node.is_root,
             SudoMode::Always => true,
@@ -197,6 +214,10 @@ pub struct SshNode {
     conn: std::sync::RwLock<Conn>,
     redial: Redial,
     redialing: tokio::sync::Mutex<()>,
+    /// Idle command shells ([`shell`]), most recently used last.
+    shells: std::sync::Mutex<Vec<Shell>>,
+    /// Set when a command shell cannot start on this node: commands then get a channel each.
+    no_shell: std::sync::atomic::AtomicBool,
     is_root: bool,
     use_sudo: bool,
     notes: Vec<String>,
@@ -534,23 +555,53 @@ impl Remote for SshNode {
     async fn exec(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
         let line = self.command_line(cmd, Some(cmd.timeout));
         let started = Instant::now();
-        let stdin = cmd.stdin.clone();
-        let ended = self
-            .run_channel(&line, cmd.timeout, |w| async move {
-                if let Some(data) = stdin {
-                    w.data_bytes(data).await.map_err(|_| FeedError::Closed)?;
-                }
-                w.eof().await.map_err(|_| FeedError::Closed)
-            })
-            .await
-            .map_err(|e| match e {
-                RemoteError::Timeout { node, timeout, .. } => RemoteError::Timeout {
-                    node,
-                    cmd: cmd.to_string(),
-                    timeout,
-                },
+        let stdin = cmd.stdin.as_deref().unwrap_or_default();
+        let timed_out = || RemoteError::Timeout {
+            node: self.target.node.clone(),
+            cmd: cmd.to_string(),
+            timeout: cmd.timeout,
+        };
+        // A request that never reached its shell (the shell had ended while idle) goes once
+        // more to a fresh one: it did not run.
+        let mut attempts = 0;
+        let reply = loop {
+            attempts += 1;
+            let left = cmd.timeout.saturating_sub(started.elapsed());
+            let Some(mut sh) = self.shell(left).await.map_err(|e| match e {
+                RemoteError::Timeout { .. } => timed_out(),
                 other => other,
-            })?;
+            })?
+            else {
+                return self.exec_channel(cmd).await;
+            };
+            let left = cmd.timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, sh.run(&line, stdin)).await {
+                Ok(Ok(reply)) => {
+                    self.put_back(sh).await;
+                    break reply;
+                }
+                Ok(Err(ShellError::NotSent(_))) if attempts < 2 => sh.close().await,
+                Ok(Err(ShellError::NotSent(reason) | ShellError::Lost(reason))) => {
+                    sh.close().await;
+                    return Err(self.lost_or(&self.current(), &line, reason).await);
+                }
+                Ok(Err(ShellError::Protocol(reason))) => {
+                    sh.close().await;
+                    return Err(self.other(format!("`{cmd}`: {reason}")));
+                }
+                Err(_) => {
+                    // The node-side `timeout` backstop stops the command; the shell then
+                    // reads the end of its input and exits.
+                    sh.close().await;
+                    return Err(timed_out());
+                }
+            }
+        };
+        let ended = Ended {
+            status: reply.status,
+            stdout: reply.stdout,
+            stderr: reply.stderr,
+        };
         if let Some(refusal) = self.sudo_refusal(cmd, &ended) {
             return Err(refusal);
         }
@@ -598,6 +649,98 @@ impl Remote for SshNode {
 }
 
 impl SshNode {
+    /// Runs `cmd` on a channel of its own (when no command shell can run on the node).
+    async fn exec_channel(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
+        let line = self.command_line(cmd, Some(cmd.timeout));
+        let started = Instant::now();
+        let stdin = cmd.stdin.clone();
+        let ended = self
+            .run_channel(&line, cmd.timeout, |w| async move {
+                if let Some(data) = stdin {
+                    w.data_bytes(data).await.map_err(|_| FeedError::Closed)?;
+                }
+                w.eof().await.map_err(|_| FeedError::Closed)
+            })
+            .await
+            .map_err(|e| match e {
+                RemoteError::Timeout { node, timeout, .. } => RemoteError::Timeout {
+                    node,
+                    cmd: cmd.to_string(),
+                    timeout,
+                },
+                other => other,
+            })?;
+        if let Some(refusal) = self.sudo_refusal(cmd, &ended) {
+            return Err(refusal);
+        }
+        Ok(Output {
+            status: ended.status,
+            stdout: ended.stdout,
+            stderr: ended.stderr,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// An idle command shell, or a new one. `None` when shells cannot run on this node (it
+    /// lacks `base64`, say): commands then get a channel each.
+    async fn shell(&self, timeout: Duration) -> Result<Option<Shell>, RemoteError> {
+        let conn = self.live().await?;
+        {
+            let mut idle = match self.shells.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            // Shells of a lost connection went with it.
+            idle.retain(|s| s.generation == conn.generation);
+            while let Some(mut sh) = idle.pop() {
+                if sh.is_idle_and_alive() {
+                    return Ok(Some(sh));
+                }
+            }
+        }
+        if self.no_shell.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (channel, conn) = self.open_channel().await?;
+        let nonce = shell::nonce();
+        let server = Cmd::script(shell::SERVER, [nonce.as_str()]).unprivileged();
+        let line = self.command_line(&server, None);
+        let start = Shell::start(channel, &line, &nonce, conn.generation);
+        match tokio::time::timeout(timeout, start).await {
+            Ok(Ok(sh)) => Ok(Some(sh)),
+            Ok(Err(_)) if conn.handle.is_closed() => Ok(None),
+            Ok(Err(_)) => {
+                self.no_shell
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(_) => Err(RemoteError::Timeout {
+                node: self.target.node.clone(),
+                cmd: "sh (the command shell)".into(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Returns a shell to the idle pool (or ends it when the pool is full).
+    async fn put_back(&self, sh: Shell) {
+        let surplus = {
+            let mut idle = match self.shells.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if idle.len() < IDLE_SHELLS {
+                idle.push(sh);
+                None
+            } else {
+                Some(sh)
+            }
+        };
+        if let Some(sh) = surplus {
+            sh.close().await;
+        }
+    }
+
     async fn upload_file(
         &self,
         local: &Path,

@@ -129,6 +129,11 @@ impl Sshd {
         );
     }
 
+    /// The pid of the listening sshd: every session process descends from it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The sshd log so far (for failing assertions).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
