@@ -8,6 +8,8 @@
 //!   atomic file writes, streaming uploads verified by SHA-256, and local port forwards.
 //!
 //! Design notes: one russh `Handle` per node, shared by every operation (channels are cheap);
+//! commands run through a command shell kept open on the node (module `shell`), so the login shell
+//! and its rc files run once per node rather than once per command;
 //! keepalives instead of an inactivity timeout, because restores have long silent phases; no
 //! PTY, so standard error stays separate and output is byte-exact.
 

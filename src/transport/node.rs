@@ -1,7 +1,8 @@
 //! [`SshNode`]: one authenticated session to a node, implementing [`Remote`].
 //!
-//! One russh `Handle` per node, shared by every operation: each command, upload and forwarded
-//! connection opens its own channel, so they can run concurrently. Command lines are built by
+//! One russh `Handle` per node, shared by every operation. Commands run through command shells
+//! ([`super::shell`]) kept open on the node, one per concurrent command; uploads and forwarded
+//! connections open channels of their own. Command lines are built by
 //! [`crate::remote::shell_join`] only; privileged commands are prefixed with `sudo -n --` when
 //! the node needs it (never with a password, and never with a PTY).
 
