@@ -276,6 +276,18 @@ fn hex_ids(ids: &BTreeSet<u64>) -> String {
     format!("[{}]", v.join(", "))
 }
 
+/// The node whose member leads, from `(node, member ID, leader ID)` answers: the leader every
+/// answering member names, when it is one of the answering nodes.
+fn leader_node(seen: &[(String, u64, u64)]) -> Option<String> {
+    let leaders: BTreeSet<u64> = seen.iter().map(|(_, _, l)| *l).collect();
+    let [leader] = leaders.into_iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    seen.iter()
+        .find(|(_, id, _)| *id == leader && leader != 0)
+        .map(|(n, _, _)| n.clone())
+}
+
 /// [`ClusterChecks`] against the real cluster.
 pub struct LiveChecks {
     endpoints: Vec<EtcdEndpoint>,
@@ -332,6 +344,25 @@ impl ClusterChecks for LiveChecks {
             self.failures.store(0, std::sync::atomic::Ordering::SeqCst);
         }
         res
+    }
+
+    async fn etcd_leader(&self) -> Option<String> {
+        // Fresh connections: the cached ones are for the restored cluster's checks.
+        let timeout = Duration::from_secs(2);
+        let asks = self.endpoints.iter().map(|ep| async move {
+            let (mut client, _tunnel) = connect(ep, timeout).await.ok()?;
+            let st = tokio::time::timeout(timeout, member_status(&mut client, &ep.node))
+                .await
+                .ok()?
+                .ok()?;
+            Some((ep.node.clone(), st.member_id, st.leader))
+        });
+        let seen: Vec<(String, u64, u64)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        leader_node(&seen)
     }
 
     async fn apiserver_ready(&self, node: &str, probe: &HttpProbe) -> Result<(), String> {
@@ -480,6 +511,23 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 mod tests {
     use super::*;
     use crate::localhost::Localhost;
+
+    #[test]
+    fn the_leader_is_the_node_every_member_names() {
+        let seen = |v: &[(&str, u64, u64)]| -> Vec<(String, u64, u64)> {
+            v.iter().map(|(n, i, l)| (n.to_string(), *i, *l)).collect()
+        };
+        assert_eq!(
+            leader_node(&seen(&[("cp-1", 1, 2), ("cp-2", 2, 2), ("cp-3", 3, 2)])),
+            Some("cp-2".into())
+        );
+        // The leader did not answer: not known which node it is.
+        assert_eq!(leader_node(&seen(&[("cp-1", 1, 2), ("cp-3", 3, 2)])), None);
+        // Members disagree, or there is no leader.
+        assert_eq!(leader_node(&seen(&[("cp-1", 1, 1), ("cp-2", 2, 2)])), None);
+        assert_eq!(leader_node(&seen(&[("cp-1", 1, 0), ("cp-2", 2, 0)])), None);
+        assert_eq!(leader_node(&[]), None);
+    }
 
     #[test]
     fn status_line_is_parsed() {

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 
 use super::{withheld, Engine, Event};
 use crate::node;
-use crate::plan::{Action, Endpoint, StepPlan};
+use crate::plan::{Action, Endpoint, HttpProbe, StepPlan};
 use crate::remote::{Cmd, Remote, WriteOpts};
 
 /// How often waits poll.
@@ -157,6 +157,14 @@ impl Engine {
                 timeout,
             } => self
                 .wait_listening(r, pod, endpoints, *timeout)
+                .await
+                .map(|()| false),
+            Action::WaitServing {
+                pod,
+                probe,
+                timeout,
+            } => self
+                .wait_serving(r, pod, probe, *timeout)
                 .await
                 .map(|()| false),
             Action::Restore {
@@ -372,6 +380,27 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
             format!("{pod} did not start within {timeout}s: nothing listens on {missing}")
         };
         self.poll_node(r, format!("{pod} to start"), timeout, failure, check)
+            .await
+    }
+
+    async fn wait_serving(
+        &self,
+        r: &dyn Remote,
+        pod: &str,
+        probe: &HttpProbe,
+        timeout: u64,
+    ) -> anyhow::Result<()> {
+        let check = || async {
+            // Any HTTP answer will do: etcd answers 503 until it has a quorum, but answers only
+            // once its start-up checks are done.
+            Ok(crate::health::http_probe(r, probe, Duration::from_secs(1))
+                .await
+                .err()
+                .map(|e| format!("no answer yet ({e})")))
+        };
+        let failure =
+            |pending: &str| format!("{pod} did not answer {probe} within {timeout}s: {pending}");
+        self.poll_node(r, format!("{pod} to serve"), timeout, failure, check)
             .await
     }
 

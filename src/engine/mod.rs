@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::plan::{Action, Actions, HttpProbe, Plan, Scope, StepPlan};
+use crate::plan::{Action, Actions, HttpProbe, Plan, Scope, StepOrder, StepPlan};
 use crate::remote::Remote;
 
 mod actions;
@@ -151,6 +151,12 @@ pub trait ClusterChecks: Send + Sync {
 
     /// One attempt at a node's apiserver readiness probe.
     async fn apiserver_ready(&self, node: &str, probe: &HttpProbe) -> Result<(), String>;
+
+    /// The node whose etcd member leads right now, when that can be found out within a few
+    /// seconds (see [`StepPlan::leader_last`]).
+    async fn etcd_leader(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Asks a running engine to stop at the next step boundary.
@@ -522,6 +528,49 @@ impl Engine {
             Scope::Cluster(a) => vec![(None, a)],
             Scope::Nodes(map) => map.iter().map(|(n, a)| (Some(n.clone()), a)).collect(),
         };
+        let pending = |n: &Option<String>| !done.contains(&(step.id.clone(), n.clone()));
+        let several = targets.iter().filter(|(n, _)| pending(n)).count() > 1;
+        let waves: Vec<Vec<(Option<String>, &Actions)>> = match step.order {
+            StepOrder::OneAtATime if several => targets.into_iter().map(|t| vec![t]).collect(),
+            StepOrder::LeaderLast if several && self.mode == Mode::Apply => {
+                match self.checks.etcd_leader().await {
+                    Some(leader) => {
+                        let (last, first): (Vec<_>, Vec<_>) = targets
+                            .into_iter()
+                            .partition(|(n, _)| n.as_deref() == Some(leader.as_str()));
+                        if !last.is_empty() {
+                            self.emit(Event::Waiting {
+                                node: Some(leader.clone()),
+                                what: "the other etcd members to stop first".into(),
+                                elapsed: Duration::ZERO,
+                                detail: "this member leads: stopped last, it has no peer to hand leadership to and stops at once".into(),
+                            });
+                        }
+                        vec![first, last]
+                    }
+                    None => vec![targets],
+                }
+            }
+            _ => vec![targets],
+        };
+        let mut failures = Vec::new();
+        for wave in waves {
+            failures = self.run_wave(journal, step, &done, wave).await?;
+            if !failures.is_empty() {
+                break;
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Runs one step on `targets` in parallel; returns failures.
+    async fn run_wave(
+        &self,
+        journal: &Mutex<Journal>,
+        step: &StepPlan,
+        done: &BTreeSet<(String, Option<String>)>,
+        targets: Vec<(Option<String>, &Actions)>,
+    ) -> anyhow::Result<Vec<Failure>> {
         let runs = targets.into_iter().map(|(node, acts)| {
             let already = done.contains(&(step.id.clone(), node.clone()));
             async move {

@@ -97,6 +97,7 @@ impl Fixture {
             kind: "test".into(),
             title: id.into(),
             destructive: true,
+            order: crate::plan::StepOrder::Parallel,
             scope,
         };
         let stages = vec![
@@ -657,4 +658,104 @@ async fn a_node_whose_rollback_fails_is_left_alone_while_the_others_are_rolled_b
         assert!(!fx.exists(&format!("{n}/lock")));
     }
     assert!(j.lock().unwrap().touched().is_empty());
+}
+
+/// Knows which node leads, and records the order in which steps start and end.
+#[derive(Default)]
+struct LeaderOn(Mutex<Vec<String>>);
+
+#[async_trait]
+impl ClusterChecks for LeaderOn {
+    async fn etcd_health(&self, _: &Plan) -> Result<String, String> {
+        Ok("ok".into())
+    }
+    async fn apiserver_ready(&self, _: &str, _: &HttpProbe) -> Result<(), String> {
+        Ok(())
+    }
+    async fn etcd_leader(&self) -> Option<String> {
+        Some("cp-2".into())
+    }
+}
+
+impl Observer for LeaderOn {
+    fn event(&self, e: &Event) {
+        let line = match e {
+            Event::StepStarted {
+                step,
+                node: Some(n),
+                ..
+            } if step == "stop-etcd/1" => format!("start {n}"),
+            Event::StepDone {
+                step,
+                node: Some(n),
+                ..
+            } if step == "stop-etcd/1" => format!("done {n}"),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+fn leader_last_engine(fx: &Fixture, plan: Plan, checks: Arc<LeaderOn>) -> Engine {
+    let nodes: BTreeMap<String, Arc<dyn Remote>> = fx
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
+            )
+        })
+        .collect();
+    Engine::new(
+        Arc::new(plan),
+        nodes,
+        std::path::PathBuf::new(),
+        checks.clone(),
+        checks,
+    )
+}
+
+fn with_leader_last(mut plan: Plan) -> Plan {
+    for stage in &mut plan.stages {
+        for step in &mut stage.steps {
+            if step.id == "stop-etcd/1" {
+                step.order = crate::plan::StepOrder::LeaderLast;
+            }
+        }
+    }
+    plan
+}
+
+#[tokio::test]
+async fn the_etcd_leader_is_stopped_after_the_other_members() {
+    let fx = Fixture::new(3);
+    let plan = with_leader_last(fx.plan(&["true"]));
+    let (_d, j) = journal(&plan);
+    let checks = Arc::new(LeaderOn::default());
+    let engine = leader_last_engine(&fx, plan, checks.clone());
+    let out = engine.apply(&j, "apply", true).await.unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    let order = checks.0.lock().unwrap().clone();
+    let at = |l: &str| order.iter().position(|o| o == l).unwrap();
+    assert_eq!(order.len(), 6, "{order:?}");
+    assert!(at("start cp-2") > at("done cp-1"), "{order:?}");
+    assert!(at("start cp-2") > at("done cp-3"), "{order:?}");
+    assert_eq!(order.last().map(String::as_str), Some("done cp-2"));
+}
+
+#[tokio::test]
+async fn the_etcd_leader_is_not_stopped_when_another_member_failed_to_stop() {
+    let fx = Fixture::new(3);
+    let plan = with_leader_last(fx.plan(&["true"]));
+    // cp-3's manifest cannot be copied aside: its stop fails.
+    std::fs::remove_file(format!("{}/cp-3/manifests/etcd.yaml", fx.root)).unwrap();
+    let (_d, j) = journal(&plan);
+    let checks = Arc::new(LeaderOn::default());
+    let engine = leader_last_engine(&fx, plan, checks.clone());
+    let out = engine.apply(&j, "apply", true).await.unwrap();
+    assert!(!matches!(out, Outcome::Completed), "{out:?}");
+    let order = checks.0.lock().unwrap().clone();
+    assert!(!order.iter().any(|o| o.ends_with("cp-2")), "{order:?}");
+    assert_eq!(fx.manifest("cp-2").as_deref(), Some(ORIGINAL));
 }

@@ -970,6 +970,12 @@ impl StaticPod {
             .and_then(|f| f.value.as_deref())
     }
 
+    /// True when the main container has the flag `--NAME`, with or without a value.
+    pub fn has_flag(&self, name: &str) -> bool {
+        self.main_container()
+            .is_some_and(|c| c.flags.iter().any(|f| f.name == name))
+    }
+
     /// How to judge the main container ready.
     pub fn readiness(&self) -> Option<&Readiness> {
         self.main_container()?.readiness.as_ref()

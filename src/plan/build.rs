@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Action, Actions, ExpectedMember, Finding, Fingerprints, NodeSummary, Plan, RestoreParams,
-    Scope, Severity, SnapshotSummary, StagePlan, StepPlan, FORMAT_VERSION,
+    Action, Actions, ExpectedMember, Finding, Fingerprints, HttpProbe, NodeSummary, Plan,
+    RestoreParams, Scope, Severity, SnapshotSummary, StagePlan, StepOrder, StepPlan,
+    FORMAT_VERSION,
 };
 use crate::discovery::{self, NodeFacts};
 use crate::etcd::ids::{self, InitialCluster, Urls};
@@ -624,11 +625,28 @@ fn stages(
                     }),
                 ),
             };
+            let several = matches!(&scope, Scope::Nodes(map) if map.len() > 1);
+            let order = match spec {
+                StepSpec::StopStaticPods { pods, .. }
+                    if several && pods.iter().any(|p| p == "etcd") =>
+                {
+                    StepOrder::LeaderLast
+                }
+                StepSpec::StartStaticPods { pods, .. }
+                    if several
+                        && pods.iter().any(|p| p == "etcd")
+                        && nodes.iter().all(|d| etcd_serving_probe(d).is_some()) =>
+                {
+                    StepOrder::OneAtATime
+                }
+                _ => StepOrder::Parallel,
+            };
             steps.push(StepPlan {
                 id,
                 kind: spec.type_name().to_string(),
                 title,
                 destructive,
+                order,
                 scope,
             });
         }
@@ -746,6 +764,13 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
             }
             Direction::Start => {
                 waits.extend(listening);
+                if pod == "etcd" {
+                    waits.extend(etcd_serving_probe(d).map(|probe| Action::WaitServing {
+                        pod: pod.clone(),
+                        probe,
+                        timeout,
+                    }));
+                }
                 rollback_waits.push(stopped(Some(&d.data_dir_new)));
             }
         }
@@ -756,6 +781,28 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
     actions.extend(waits);
     rollback.extend(rollback_waits);
     Actions { actions, rollback }
+}
+
+/// The HTTP probe that tells when etcd serves, for members that run the initial corruption
+/// check (see [`StepOrder::OneAtATime`]): `None` without the check or without an HTTP probe.
+fn etcd_serving_probe(d: &NodePlanData<'_>) -> Option<HttpProbe> {
+    let pod = d.facts.pod_file("etcd")?.pod.as_ref().ok()?;
+    corrupt_check_probe(pod, &d.facts.host)
+}
+
+/// See [`etcd_serving_probe`].
+fn corrupt_check_probe(pod: &crate::manifest::StaticPod, host: &str) -> Option<HttpProbe> {
+    // A boolean flag is on when given bare or as `=true` (the last occurrence counts).
+    let flag = "experimental-initial-corrupt-check";
+    let on = pod.has_flag(flag) && matches!(pod.flag(flag), None | Some("true"));
+    let gate = pod.flag("feature-gates").is_some_and(|g| {
+        g.split(',')
+            .any(|kv| kv.trim() == "InitialCorruptCheck=true")
+    });
+    if !(on || gate) {
+        return None;
+    }
+    discovery::probe_of(pod, host)
 }
 
 /// Substitutes `@NAME` (an inventory command) and `${NODE}`, `${HOST}`, `${RUN_ID}`, `${RUN_DIR}`.
@@ -782,6 +829,35 @@ fn expand(argv: &[String], d: &NodePlanData<'_>, run_id: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_with_the_initial_corruption_check_are_started_one_by_one() {
+        let load = |text: &str| crate::manifest::StaticPod::parse(text.as_bytes()).unwrap();
+        // kubeadm's manifest (Kubernetes 1.2x) has the check and an HTTP startup probe.
+        let kubeadm = include_str!("../../tests/fixtures/manifests/014.yaml");
+        let probe = corrupt_check_probe(&load(kubeadm), "10.0.0.1").unwrap();
+        assert_eq!(probe.port, 2381);
+        assert!(probe.path.starts_with("/health"), "{probe}");
+        let off = kubeadm.replace(
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-initial-corrupt-check=false",
+        );
+        assert_ne!(off, kubeadm);
+        assert!(corrupt_check_probe(&load(&off), "10.0.0.1").is_none());
+        let bare = kubeadm.replace(
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-initial-corrupt-check",
+        );
+        assert!(corrupt_check_probe(&load(&bare), "10.0.0.1").is_some());
+        let gate = kubeadm.replace(
+            "--experimental-initial-corrupt-check=true",
+            "--feature-gates=StopGRPCServiceOnDefrag=true,InitialCorruptCheck=true",
+        );
+        assert!(corrupt_check_probe(&load(&gate), "10.0.0.1").is_some());
+        // An older manifest without the check: started together.
+        let old = include_str!("../../tests/fixtures/manifests/001.yaml");
+        assert!(corrupt_check_probe(&load(old), "10.0.0.1").is_none());
+    }
 
     #[test]
     fn repeated_restores_do_not_grow_the_directory_name() {

@@ -184,8 +184,53 @@ pub struct StepPlan {
     /// True when the step changes a node (the first such step is the point of no return for
     /// a silent abort: from there on, failure means rollback).
     pub destructive: bool,
+    /// In which order the nodes run the step.
+    #[serde(default, skip_serializing_if = "StepOrder::is_parallel")]
+    pub order: StepOrder,
     /// Where the step runs.
     pub scope: Scope,
+}
+
+/// In which order the nodes run a step. Whatever the order, the step ends when every node has
+/// run it (or at the first failure, before the nodes not started yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepOrder {
+    /// All nodes at once.
+    #[default]
+    Parallel,
+    /// The node whose etcd member leads after all the others (stopping etcd). A member stopped
+    /// while it leads first hands leadership to a connected peer and waits for the hand-over up
+    /// to etcd's request timeout (7 s with default settings), which never completes when the
+    /// peers are stopping too; a leader stopped after its peers has none to hand over to and
+    /// stops at once. When the leader cannot be found out, all nodes at once.
+    LeaderLast,
+    /// One node after the other, in inventory order (starting etcd members that run the
+    /// initial corruption check). A member starting with the check asks every peer for its
+    /// hash before it serves; a peer that is itself still in its check has its port open but
+    /// does not answer, so members started together wait the check's timeout (7 s) for each
+    /// other, round after round. Started one by one, each finds its peers either serving or not
+    /// started (refused at once).
+    OneAtATime,
+}
+
+impl StepOrder {
+    fn is_parallel(&self) -> bool {
+        *self == StepOrder::Parallel
+    }
+
+    /// How the plan shows it; `None` for [`StepOrder::Parallel`].
+    pub fn describe(&self) -> Option<&'static str> {
+        match self {
+            StepOrder::Parallel => None,
+            StepOrder::LeaderLast => Some(
+                "the node whose etcd member leads goes last, so it stops without a leadership hand-over",
+            ),
+            StepOrder::OneAtATime => Some(
+                "one node at a time, each once etcd serves: the initial corruption check of members started together waits for the others",
+            ),
+        }
+    }
 }
 
 /// Where a step runs.
@@ -326,6 +371,16 @@ pub enum Action {
         /// Seconds.
         timeout: u64,
     },
+    /// Wait until a pod answers its HTTP probe with any status: it has finished its start-up
+    /// checks and serves (etcd answers 503 until it has a quorum).
+    WaitServing {
+        /// Pod (container) name.
+        pod: String,
+        /// The probe.
+        probe: HttpProbe,
+        /// Seconds.
+        timeout: u64,
+    },
     /// Wait until a static pod listens on its endpoints again.
     WaitListening {
         /// Pod (container) name.
@@ -453,6 +508,9 @@ impl Action {
             }
             Action::WaitListening { pod, endpoints, timeout } => {
                 format!("wait up to {timeout}s until {pod} listens on {}", join(endpoints))
+            }
+            Action::WaitServing { pod, probe, timeout } => {
+                format!("wait up to {timeout}s until {pod} answers {probe} (any HTTP status)")
             }
             Action::Restore { argv, env, .. } => {
                 let mut s = String::from("run ");

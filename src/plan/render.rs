@@ -157,6 +157,9 @@ fn text(plan: &Plan, color: bool) -> String {
         );
         for step in &stage.steps {
             let _ = writeln!(o, "  step {} ({})", step.id, step.title);
+            if let Some(order) = step.order.describe() {
+                let _ = writeln!(o, "    order: {order}");
+            }
             match &step.scope {
                 Scope::Skipped(why) => {
                     let _ = writeln!(o, "    skipped: {why}");
@@ -308,6 +311,10 @@ fn markdown(plan: &Plan) -> String {
             let _ = writeln!(o);
             let _ = writeln!(o, "**{}** ({})", step.id, step.title);
             let _ = writeln!(o);
+            if let Some(order) = step.order.describe() {
+                let _ = writeln!(o, "Order: {}.", md_escape(order));
+                let _ = writeln!(o);
+            }
             let mut emit = |who: &str, a: &super::Actions| {
                 let _ = writeln!(o, "- {who}");
                 for act in &a.actions {
