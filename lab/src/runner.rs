@@ -1,6 +1,8 @@
 //! The static-pod runner: the lab's stand-in for the kubelet's file source.
 //!
-//! Every poll it lists the static pod path (from the node's KubeletConfiguration), the way
+//! It watches the static pod path with inotify and lists it on every change, and also every
+//! `fileCheckFrequency` (from the node's KubeletConfiguration), as the kubelet's file source
+//! does (so a moved manifest is noticed within a tick, 100 ms). Each listing reads it the way
 //! the kubelet does: files whose name starts with `.` are skipped, directories are not
 //! recursed into (logged), unreadable or invalid files yield no pod (so a pod whose manifest
 //! became invalid is stopped), and when two files declare the same `metadata.name` the first
@@ -888,13 +890,14 @@ pub fn run(lab_dir: &Path, node: &str) -> Result<()> {
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .context("cannot handle SIGINT")?;
         let mut next_scan = Instant::now() + r.poll;
+        let mut watch = Watch::new(&r.manifests);
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tokio::time::sleep(TICK) => {}
             }
-            if Instant::now() >= next_scan {
+            if watch.changed(&r.manifests) || Instant::now() >= next_scan {
                 if let Some(wanted) = r.scan() {
                     r.apply(wanted);
                 }
@@ -913,9 +916,98 @@ pub fn run(lab_dir: &Path, node: &str) -> Result<()> {
     Ok(())
 }
 
+/// An inotify watch on the static pod path, as the kubelet's file source keeps one. When the
+/// directory is missing (or was replaced), it is watched again from the next check on;
+/// meanwhile the periodic listing alone notices changes.
+struct Watch {
+    inotify: Option<nix::sys::inotify::Inotify>,
+    watching: bool,
+}
+
+impl Watch {
+    fn new(dir: &Path) -> Watch {
+        use nix::sys::inotify::{InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| {
+                util::log(format!(
+                    "no inotify ({e}): changes are noticed by polling only"
+                ))
+            })
+            .ok();
+        let mut w = Watch {
+            inotify,
+            watching: false,
+        };
+        w.arm(dir);
+        w
+    }
+
+    fn arm(&mut self, dir: &Path) {
+        use nix::sys::inotify::AddWatchFlags as F;
+        if let Some(i) = &self.inotify {
+            let mask = F::IN_CREATE
+                | F::IN_DELETE
+                | F::IN_MOVED_FROM
+                | F::IN_MOVED_TO
+                | F::IN_CLOSE_WRITE
+                | F::IN_MODIFY
+                | F::IN_ATTRIB
+                | F::IN_DELETE_SELF
+                | F::IN_MOVE_SELF;
+            self.watching = i.add_watch(dir, mask).is_ok();
+        }
+    }
+
+    /// True when something in the directory changed since the last call.
+    fn changed(&mut self, dir: &Path) -> bool {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let Some(i) = &self.inotify else {
+            return false;
+        };
+        let mut changed = false;
+        let mut lost = false;
+        while let Ok(events) = i.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            changed = true;
+            lost |= events.iter().any(|e| {
+                e.mask
+                    .intersects(F::IN_IGNORED | F::IN_DELETE_SELF | F::IN_MOVE_SELF)
+            });
+        }
+        if lost || !self.watching {
+            self.arm(dir);
+            changed |= self.watching;
+        }
+        changed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_notices_changes_and_a_replaced_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("manifests");
+        fs::create_dir(&dir).unwrap();
+        let mut w = Watch::new(&dir);
+        assert!(!w.changed(&dir));
+        fs::write(dir.join("etcd.yaml"), "x").unwrap();
+        assert!(w.changed(&dir));
+        assert!(!w.changed(&dir));
+        fs::rename(dir.join("etcd.yaml"), tmp.path().join("etcd.yaml")).unwrap();
+        assert!(w.changed(&dir));
+        // The directory itself is replaced: the new one is watched.
+        fs::remove_dir_all(&dir).unwrap();
+        fs::create_dir(&dir).unwrap();
+        assert!(w.changed(&dir));
+        assert!(!w.changed(&dir));
+        fs::write(dir.join("kube-apiserver.yaml"), "x").unwrap();
+        assert!(w.changed(&dir));
+    }
 
     const POD: &str = "apiVersion: v1
 kind: Pod
