@@ -135,7 +135,9 @@ fi
 echo
 echo "build: $profile; machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, load average $(cut -d' ' -f1-3 /proc/loadavg), ssh user $ssh_user, lab poll ${poll_ms} ms"
 echo
-# Cost of one remote command on a session that is already open (what each step pays).
+# Cost of one remote command on its own channel of a session that is already open: what each
+# command of the manual script pays (etcd-recover runs its commands through one long-lived
+# command shell per node, so it pays this about once per node; see docs/ssh.md).
 probe_dir="$work/probe"
 lab_up 1 "$probe_dir"
 host=$(sed -n 's/^    host: *//p' "$probe_dir/inventory.yaml")
@@ -152,9 +154,9 @@ ssh "${cm[@]}" -O exit "$ssh_user@$host" 2>/dev/null || true
 current=""
 
 echo
-printf 'one remote command on an open SSH session: %.3f s\n' "$per_exec"
+printf 'one remote command on its own channel of an open SSH session (login shell, sudo): %.3f s\n' "$per_exec"
 echo
-echo "| nodes | snapshot | apply (s) | manual script (s) | remote commands on cp-1, apply | manual |"
+echo "| nodes | snapshot | apply (s) | manual script (s) | SSH command channels on cp-1, apply | manual |"
 echo "|---|---|---|---|---|---|"
 cat "$results"
 echo
