@@ -34,10 +34,6 @@ const MAX_OUTPUT: usize = 64 << 20;
 /// few in flight without noticeable memory.
 const UPLOAD_CHUNK: usize = 256 << 10;
 
-/// Uploads are verified per segment of this size, so the node hashes a segment while the next
-/// one arrives (see [`scripts::UPLOAD`]).
-const UPLOAD_SEGMENT: u64 = 64 << 20;
-
 /// Chunks read ahead of the network; with [`UPLOAD_CHUNK`] this bounds upload buffers to 1 MiB
 /// on our side, plus the SSH channel window on the wire.
 const UPLOAD_QUEUE: usize = 4;
@@ -769,11 +765,7 @@ impl SshNode {
 
         let mode_text = format!("{mode:o}");
         let size_text = size.to_string();
-        let segment_text = UPLOAD_SEGMENT.to_string();
-        let cmd = Cmd::script(
-            scripts::UPLOAD,
-            [remote_path, &mode_text, &size_text, &segment_text],
-        );
+        let cmd = Cmd::script(scripts::UPLOAD, [remote_path, &mode_text, &size_text]);
         let line = self.command_line(&cmd, None);
         let (channel, conn) = self.open_channel().await?;
         let (read, write) = channel.split();
@@ -782,9 +774,8 @@ impl SshNode {
             .await
             .map_err(|e| self.other(format!("cannot start the upload: {e}")))?;
 
-        // The node prints the SHA-256 of every segment once the file is written and synced,
-        // then waits for our verdict on the same standard input: `commit` (rename into place)
-        // or `abort`.
+        // The node prints its SHA-256 once the file is written and synced, then waits for our
+        // verdict on the same standard input: `commit` (rename into place) or `abort`.
         let (hash_tx, hash_rx) = oneshot::channel::<String>();
         let node = self.target.node.clone();
         let shown = local.display().to_string();
@@ -812,7 +803,7 @@ impl SshNode {
                     ),
                 }));
             }
-            let local = reader
+            let local_hash = reader
                 .await
                 .map_err(|e| {
                     FeedError::Local(RemoteError::Other {
@@ -828,15 +819,16 @@ impl SshNode {
                 })?;
             // No line means the node gave up; its exit status and stderr say why.
             let reply = hash_rx.await.map_err(|_| FeedError::Closed)?;
-            let remote = parse_segment_sums(&reply);
-            let good = remote.as_ref() == Some(&local.segments);
+            let mut remote_hash = [0u8; 32];
+            let parsed = hex::decode_to_slice(reply.trim(), &mut remote_hash).is_ok();
+            let good = parsed && remote_hash == local_hash;
             let answer: &[u8] = if good { b"commit\n" } else { b"abort\n" };
             write
                 .data_bytes(answer.to_vec())
                 .await
                 .map_err(|_| FeedError::Closed)?;
             write.eof().await.map_err(|_| FeedError::Closed)?;
-            Ok::<_, FeedError>((local, remote, reply))
+            Ok::<_, FeedError>((local_hash, parsed.then_some(remote_hash), reply))
         };
         let mut verdict = None;
         let work = async {
@@ -874,42 +866,23 @@ impl SshNode {
         }
         let short = |h: &[u8; 32]| hex::encode(&h[..8]);
         match verdict {
-            Some((local_sums, Some(remote), _)) if remote != local_sums.segments => {
-                let what = match local_sums
-                    .segments
-                    .iter()
-                    .zip(&remote)
-                    .position(|(a, b)| a != b)
-                {
-                    Some(k) => {
-                        let from = k as u64 * UPLOAD_SEGMENT;
-                        let to = (from + UPLOAD_SEGMENT).min(size);
-                        format!(
-                            "bytes {from}..{to} differ: SHA-256 sent {}..., written {}...",
-                            short(&local_sums.segments[k]),
-                            short(&remote[k])
-                        )
-                    }
-                    None => format!(
-                        "the node hashed {} segment(s), {} were sent",
-                        remote.len(),
-                        local_sums.segments.len()
-                    ),
-                };
+            Some((local_hash, Some(remote_hash), _)) if remote_hash != local_hash => {
                 Err(self.other(format!(
-                    "upload of `{}` to {remote_path} is corrupt: {what}; the node removed the file",
-                    local.display()
+                    "upload of `{}` to {remote_path} is corrupt: SHA-256 sent {}..., written {}...; the node removed the file",
+                    local.display(),
+                    short(&local_hash),
+                    short(&remote_hash)
                 )))
             }
             Some((_, None, reply)) => Err(self.other(format!(
                 "unexpected reply from the upload to {remote_path}: `{}`; the node removed the file",
                 reply.trim()
             ))),
-            Some((local_sums, Some(_), _))
+            Some((_, Some(remote_hash), _))
                 if ended.status.success()
                     && String::from_utf8_lossy(&ended.stdout).contains("\ncommitted") =>
             {
-                Ok(local_sums.whole)
+                Ok(remote_hash)
             }
             _ => Err(RemoteError::Command {
                 node: self.target.node.clone(),
@@ -919,26 +892,6 @@ impl SshNode {
             }),
         }
     }
-}
-
-/// The node's reply to an upload: `sha256` followed by one hex SHA-256 per segment.
-fn parse_segment_sums(reply: &str) -> Option<Vec<[u8; 32]>> {
-    let mut words = reply.split_whitespace();
-    if words.next()? != "sha256" {
-        return None;
-    }
-    words
-        .map(|w| {
-            let mut h = [0u8; 32];
-            hex::decode_to_slice(w, &mut h).ok().map(|()| h)
-        })
-        .collect()
-}
-
-/// SHA-256 of a whole file and of each [`UPLOAD_SEGMENT`] of it.
-struct Sums {
-    whole: [u8; 32],
-    segments: Vec<[u8; 32]>,
 }
 
 /// Reads a channel to its end: standard output, standard error, exit status. The first line
@@ -982,17 +935,13 @@ async fn collect(
     }
 }
 
-/// Reads `file` in chunks into `tx`, hashing the whole and each segment as it goes. Memory
-/// stays at the queue's bound.
+/// Reads `file` in chunks into `tx`, hashing as it goes. Memory stays at the queue's bound.
 fn read_and_hash(
     mut file: std::fs::File,
     tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
-) -> std::io::Result<Sums> {
+) -> std::io::Result<[u8; 32]> {
     use std::io::Read;
-    let mut whole = Sha256::new();
-    let mut segment = Sha256::new();
-    let mut in_segment = 0u64;
-    let mut segments = Vec::new();
+    let mut hasher = Sha256::new();
     loop {
         let mut buf = vec![0u8; UPLOAD_CHUNK];
         let mut filled = 0;
@@ -1013,29 +962,12 @@ fn read_and_hash(
             break;
         }
         buf.truncate(filled);
-        whole.update(&buf);
-        let mut rest = &buf[..];
-        while !rest.is_empty() {
-            let take = rest.len().min((UPLOAD_SEGMENT - in_segment) as usize);
-            segment.update(&rest[..take]);
-            in_segment += take as u64;
-            rest = &rest[take..];
-            if in_segment == UPLOAD_SEGMENT {
-                segments.push(std::mem::take(&mut segment).finalize().into());
-                in_segment = 0;
-            }
-        }
+        hasher.update(&buf);
         if tx.blocking_send(Ok(buf)).is_err() {
             return Err(std::io::Error::other("the upload stopped"));
         }
     }
-    if in_segment > 0 {
-        segments.push(segment.finalize().into());
-    }
-    Ok(Sums {
-        whole: whole.finalize().into(),
-        segments,
-    })
+    Ok(hasher.finalize().into())
 }
 
 /// See [`SshNode::command_line`].
@@ -1060,37 +992,6 @@ fn command_line(cmd: &Cmd, use_sudo: bool, limit: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uploads_are_hashed_whole_and_per_segment() {
-        let seg = UPLOAD_SEGMENT as usize;
-        for len in [0, 1, seg - 1, seg, seg + 1, 2 * seg + 12345] {
-            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-            let mut f = tempfile::tempfile().unwrap();
-            std::io::Write::write_all(&mut f, &data).unwrap();
-            std::io::Seek::rewind(&mut f).unwrap();
-            let (tx, mut rx) = mpsc::channel(1 << 12);
-            let sums = read_and_hash(f, tx).unwrap();
-            let mut sent = Vec::new();
-            while let Ok(chunk) = rx.try_recv() {
-                sent.extend(chunk.unwrap());
-            }
-            assert!(sent == data);
-            let whole: [u8; 32] = Sha256::digest(&data).into();
-            assert_eq!(sums.whole, whole);
-            let expected: Vec<[u8; 32]> =
-                data.chunks(seg).map(|c| Sha256::digest(c).into()).collect();
-            assert_eq!(sums.segments, expected, "{len} bytes");
-        }
-        let h = "ab".repeat(32);
-        assert_eq!(
-            parse_segment_sums(&format!("sha256 {h} {h}")).map(|v| v.len()),
-            Some(2)
-        );
-        assert_eq!(parse_segment_sums("sha256"), Some(vec![]));
-        assert_eq!(parse_segment_sums(&format!("sha256 {h} missing")), None);
-        assert_eq!(parse_segment_sums(&h), None);
-    }
 
     #[test]
     fn command_lines_quote_once_and_add_sudo_and_the_backstop_timeout() {
