@@ -18,9 +18,9 @@ rounds="${1:-3}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 
 cargo build --release --example upload >&2
-cargo build -p etcd-recover-lab >&2
+cargo build --release -p etcd-recover-lab >&2
 upload="$target_dir/release/examples/upload"
-lab_bin="$target_dir/debug/etcd-recover-lab"
+lab_bin="$target_dir/release/etcd-recover-lab"
 
 # A lab address slot, held (like the test harness does) for as long as this script runs.
 slot_dir=/tmp/etcd-recover-lab-slots

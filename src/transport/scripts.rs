@@ -6,7 +6,7 @@
 ///
 /// The file is created by `mktemp` next to the target (so the rename is atomic) with
 /// `umask 077`, and gets its final mode before the first byte is written. Exactly `$3` bytes
-/// are read (GNU `dd` with large blocks; `head -c` elsewhere), the size is checked, and the
+/// are read (GNU `dd` in 64 KiB blocks; `head -c` elsewhere), the size is checked, and the
 /// written file is hashed (`openssl dgst`, which uses the CPU's SHA instructions, else
 /// `sha256sum`) while it is fsynced. The script prints the SHA-256 and then reads one more line
 /// from standard input: `commit` renames the file over the target and fsyncs the directory
@@ -16,7 +16,9 @@
 ///
 /// Hashing the written file rather than the stream proves what was written, and is faster:
 /// coreutils `tee` and `head` copy in 8 KiB pieces, and a `tee | openssl` pipeline made a 1 GiB
-/// upload about 40% slower on the lab machine (see docs/benchmarks.md).
+/// upload about 40% slower on the lab machine (see docs/benchmarks.md). The block size matches
+/// the pipe's capacity: with 1 MiB blocks `dd` holds the pipe shut while it copies each block
+/// into the page cache, so sshd stalls, and a 1 GiB upload took twice as long.
 pub(crate) const UPLOAD: &str = r#"set -eu
 target=$1 mode=$2 size=$3
 dir=$(dirname -- "$target")
@@ -27,7 +29,7 @@ trap 'rm -f -- "$tmp"' EXIT
 trap 'exit 129' HUP INT TERM PIPE
 chmod -- "$mode" "$tmp"
 if dd --version >/dev/null 2>&1; then
-  dd of="$tmp" bs=1M iflag=fullblock,count_bytes count="$size" status=none
+  dd of="$tmp" bs=64K iflag=fullblock,count_bytes count="$size" status=none
 else
   head -c "$size" > "$tmp"
 fi
