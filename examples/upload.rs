@@ -1,9 +1,12 @@
-//! Uploads a file to one node of an inventory with etcd-recover's SSH transport, the way a
-//! restore stages its snapshot, and prints the throughput. Used by `scripts/bench-upload.sh`.
+//! Uploads a file to one node of an inventory with etcd-recover's SSH transport and prints the
+//! throughput. Used by `scripts/bench-upload.sh`.
 //!
 //! ```text
-//! cargo run --release --example upload -- INVENTORY NODE LOCAL_FILE REMOTE_PATH
+//! cargo run --release --example upload -- INVENTORY NODE LOCAL_FILE REMOTE_PATH [SHA256]
 //! ```
+//!
+//! Without SHA256 the file is hashed while it is sent; with it (the way a restore stages the
+//! snapshot whose hash preflight computed) the node's copy is compared with SHA256 instead.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,8 +20,14 @@ use etcd_recover::transport::{ConnectOptions, Connector, NoPrompt};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [inventory_path, node_name, local, remote] = args.as_slice() else {
-        bail!("usage: upload INVENTORY NODE LOCAL_FILE REMOTE_PATH");
+    let (inventory_path, node_name, local, remote, expected) = match args.as_slice() {
+        [i, n, l, r] => (i, n, l, r, None),
+        [i, n, l, r, sha] => {
+            let mut h = [0u8; 32];
+            hex::decode_to_slice(sha, &mut h).context("SHA256 must be 64 hex digits")?;
+            (i, n, l, r, Some(h))
+        }
+        _ => bail!("usage: upload INVENTORY NODE LOCAL_FILE REMOTE_PATH [SHA256]"),
     };
     let inv = inventory::load(&PathBuf::from(inventory_path))?.inventory;
     let opts = ResolveOptions::from_environment(inventory::load_ssh_config(None)?, None);
@@ -43,7 +52,7 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let hash = node
-            .upload(&PathBuf::from(local), remote, 0o600, &progress)
+            .upload(&PathBuf::from(local), remote, 0o600, expected, &progress)
             .await?;
         let secs = started.elapsed().as_secs_f64();
         let sending = sent_all

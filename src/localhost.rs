@@ -111,6 +111,7 @@ impl Remote for Localhost {
         local: &Path,
         remote_path: &str,
         mode: u32,
+        expected: Option<[u8; 32]>,
         progress: ProgressFn<'_>,
     ) -> Result<[u8; 32], RemoteError> {
         let tmp = format!("{remote_path}.part");
@@ -144,15 +145,25 @@ impl Remote for Localhost {
             .await
             .map_err(|e| self.other(format!("fsync `{tmp}`: {e}")))?;
         drop(dst);
+        // Hash what landed on disk, not what was sent.
+        let part = tmp.clone();
+        let written = tokio::task::spawn_blocking(move || sha256_file(Path::new(&part)))
+            .await
+            .map_err(|e| self.other(e))?
+            .map_err(|e| self.other(format!("hashing `{tmp}`: {e}")))?;
+        if let Some(expected) = expected.filter(|e| *e != written) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(self.other(format!(
+                "`{}` copied to {remote_path} has SHA-256 {}, expected {}; the copy was removed",
+                local.display(),
+                hex::encode(written),
+                hex::encode(expected)
+            )));
+        }
         tokio::fs::rename(&tmp, remote_path)
             .await
             .map_err(|e| self.other(format!("rename `{tmp}`: {e}")))?;
-        // Hash what landed on disk, not what was sent.
-        let path = remote_path.to_string();
-        tokio::task::spawn_blocking(move || sha256_file(Path::new(&path)))
-            .await
-            .map_err(|e| self.other(e))?
-            .map_err(|e| self.other(format!("hashing `{remote_path}`: {e}")))
+        Ok(written)
     }
 
     async fn forward(&self, host: &str, port: u16) -> Result<Forward, RemoteError> {

@@ -260,13 +260,18 @@ pub trait Remote: Send + Sync {
         opts: &WriteOpts,
     ) -> Result<(), RemoteError>;
 
-    /// Streams a local file to `remote_path` (created with `mode`), computing SHA-256 on both
-    /// sides, in constant memory. Returns the SHA-256 computed on the node; the caller compares.
+    /// Streams a local file to `remote_path` (created with `mode`) in constant memory. The node
+    /// hashes what it wrote (SHA-256) and the file replaces `remote_path` only if that hash is
+    /// `expected`, or, without `expected`, the hash computed here while reading the file.
+    /// Passing the hash a verification already computed spares hashing the file again for
+    /// every node, and guarantees that what lands is exactly what was verified. Returns the
+    /// SHA-256 computed on the node.
     async fn upload(
         &self,
         local: &Path,
         remote_path: &str,
         mode: u32,
+        expected: Option<[u8; 32]>,
         progress: ProgressFn<'_>,
     ) -> Result<[u8; 32], RemoteError>;
 

@@ -326,7 +326,7 @@ fn check_sudo_user_etcd34_and_upload_through_sudo() {
         let node = connector.connect(&targets[1]).await.unwrap();
         assert!(node.uses_sudo());
         let hash = node
-            .upload(&local, &dest.display().to_string(), 0o600, &|_| {})
+            .upload(&local, &dest.display().to_string(), 0o600, None, &|_| {})
             .await
             .unwrap();
         node.close().await;

@@ -584,7 +584,8 @@ async fn write_file_atomic_keeps_mode_and_owner() {
 }
 
 /// A 256 MiB upload arrives intact (SHA-256 computed locally, by the node, and of the file on
-/// disk), with mode 0600, without leaving temporary files behind.
+/// disk), with mode 0600, without leaving temporary files behind; with an expected hash, only
+/// a copy that matches it replaces the target.
 #[tokio::test]
 async fn upload_of_256_mib_is_verified() {
     let sshd = Sshd::start();
@@ -602,7 +603,13 @@ async fn upload_of_256_mib_is_verified() {
         calls.fetch_add(1, Ordering::SeqCst);
     };
     let hash = node
-        .upload(&local, &remote.display().to_string(), 0o600, &progress)
+        .upload(
+            &local,
+            &remote.display().to_string(),
+            0o600,
+            None,
+            &progress,
+        )
         .await
         .unwrap();
     assert_eq!(hash, expected);
@@ -620,7 +627,7 @@ async fn upload_of_256_mib_is_verified() {
     let empty = sshd.dir.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
     let hash = node
-        .upload(&empty, &remote.display().to_string(), 0o640, &|_| {})
+        .upload(&empty, &remote.display().to_string(), 0o640, None, &|_| {})
         .await
         .unwrap();
     assert_eq!(hex::encode(hash), hex::encode(Sha256::digest(b"")));
@@ -630,11 +637,45 @@ async fn upload_of_256_mib_is_verified() {
 
     // A directory that does not exist: a clear error, nothing written.
     let err = node
-        .upload(&local, "/nonexistent-dir/snapshot.db", 0o600, &|_| {})
+        .upload(&local, "/nonexistent-dir/snapshot.db", 0o600, None, &|_| {})
         .await
         .unwrap_err();
     assert!(matches!(err, RemoteError::Command { .. }), "{err}");
     assert!(err.to_string().contains("mktemp"), "{err}");
+
+    // With the hash known in advance (as a restore knows its verified snapshot's), the copy
+    // lands when the node's hash matches it...
+    let hash = node
+        .upload(
+            &local,
+            &remote.display().to_string(),
+            0o600,
+            Some(expected),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(hash, expected);
+    assert_eq!(sha256_file(&remote), expected);
+
+    // ...and is refused otherwise: the previous file stays, no temporary file is left, and
+    // the error says the local file is no longer the one that was verified.
+    std::fs::write(&empty, b"not the verified snapshot").unwrap();
+    let err = node
+        .upload(
+            &empty,
+            &remote.display().to_string(),
+            0o600,
+            Some(expected),
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("changed after it was verified"), "{text}");
+    assert!(text.contains(&hex::encode(&expected[..8])), "{text}");
+    assert_eq!(sha256_file(&remote), expected);
+    assert_eq!(std::fs::read_dir(&dest_dir).unwrap().count(), 1);
 }
 
 /// A forwarded local port reaches a TCP service as seen from the node.

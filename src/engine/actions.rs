@@ -123,7 +123,14 @@ impl Engine {
                         });
                     }
                 };
-                let got = r.upload(&self.snapshot, to, *mode, &progress).await?;
+                // The node's copy must be the snapshot preflight verified, byte for byte.
+                let mut expected = [0u8; 32];
+                hex::decode_to_slice(sha256, &mut expected).with_context(|| {
+                    format!("the plan's snapshot SHA-256 `{sha256}` is not hex")
+                })?;
+                let got = r
+                    .upload(&self.snapshot, to, *mode, Some(expected), &progress)
+                    .await?;
                 let got = hex::encode(got);
                 if &got != sha256 {
                     bail!("{name}: the staged snapshot `{to}` has SHA-256 {got}, expected {sha256}: the copy is damaged");

@@ -638,9 +638,11 @@ impl Remote for SshNode {
         local: &Path,
         remote_path: &str,
         mode: u32,
+        expected: Option<[u8; 32]>,
         progress: ProgressFn<'_>,
     ) -> Result<[u8; 32], RemoteError> {
-        self.upload_file(local, remote_path, mode, progress).await
+        self.upload_file(local, remote_path, mode, expected, progress)
+            .await
     }
 
     async fn forward(&self, host: &str, port: u16) -> Result<Forward, RemoteError> {
@@ -747,6 +749,7 @@ impl SshNode {
         local: &Path,
         remote_path: &str,
         mode: u32,
+        expected: Option<[u8; 32]>,
         progress: ProgressFn<'_>,
     ) -> Result<[u8; 32], RemoteError> {
         let local_err = |what: &str, e: std::io::Error| {
@@ -758,10 +761,11 @@ impl SshNode {
         let file = std::fs::File::open(local).map_err(|e| local_err("open", e))?;
         let size = file.metadata().map_err(|e| local_err("inspect", e))?.len();
 
-        // Reading and hashing run on a blocking thread, a few chunks ahead of the network, so
-        // disk, SHA-256 and encryption overlap instead of taking turns.
+        // Reading (and hashing, unless the caller knows the hash) runs on a blocking thread, a
+        // few chunks ahead of the network, so disk, SHA-256 and encryption overlap.
         let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(UPLOAD_QUEUE);
-        let reader = tokio::task::spawn_blocking(move || read_and_hash(file, tx));
+        let hash_locally = expected.is_none();
+        let reader = tokio::task::spawn_blocking(move || read_and_hash(file, tx, hash_locally));
 
         let mode_text = format!("{mode:o}");
         let size_text = size.to_string();
@@ -817,18 +821,20 @@ impl SshNode {
                         reason: format!("cannot read local file `{shown}`: {e}"),
                     })
                 })?;
+            // The node's file must match what the caller expects, else what was read here.
+            let reference = expected.or(local_hash).unwrap_or_default();
             // No line means the node gave up; its exit status and stderr say why.
             let reply = hash_rx.await.map_err(|_| FeedError::Closed)?;
             let mut remote_hash = [0u8; 32];
             let parsed = hex::decode_to_slice(reply.trim(), &mut remote_hash).is_ok();
-            let good = parsed && remote_hash == local_hash;
+            let good = parsed && remote_hash == reference;
             let answer: &[u8] = if good { b"commit\n" } else { b"abort\n" };
             write
                 .data_bytes(answer.to_vec())
                 .await
                 .map_err(|_| FeedError::Closed)?;
             write.eof().await.map_err(|_| FeedError::Closed)?;
-            Ok::<_, FeedError>((local_hash, parsed.then_some(remote_hash), reply))
+            Ok::<_, FeedError>((reference, parsed.then_some(remote_hash), reply))
         };
         let mut verdict = None;
         let work = async {
@@ -864,15 +870,9 @@ impl SshNode {
         if let Some(refusal) = self.sudo_refusal(&cmd, &ended) {
             return Err(refusal);
         }
-        let short = |h: &[u8; 32]| hex::encode(&h[..8]);
         match verdict {
-            Some((local_hash, Some(remote_hash), _)) if remote_hash != local_hash => {
-                Err(self.other(format!(
-                    "upload of `{}` to {remote_path} is corrupt: SHA-256 sent {}..., written {}...; the node removed the file",
-                    local.display(),
-                    short(&local_hash),
-                    short(&remote_hash)
-                )))
+            Some((reference, Some(remote_hash), _)) if remote_hash != reference => {
+                Err(self.other(self.mismatch(local, remote_path, expected, reference, remote_hash).await))
             }
             Some((_, None, reply)) => Err(self.other(format!(
                 "unexpected reply from the upload to {remote_path}: `{}`; the node removed the file",
@@ -891,6 +891,45 @@ impl SshNode {
                 stderr: String::from_utf8_lossy(&ended.stderr).trim().to_string(),
             }),
         }
+    }
+}
+
+impl SshNode {
+    /// Why an upload's written file does not match: damaged on the way, or (when the caller
+    /// gave the expected hash) the local file is no longer what was verified. Only this
+    /// failure path hashes the local file again.
+    async fn mismatch(
+        &self,
+        local: &Path,
+        remote_path: &str,
+        expected: Option<[u8; 32]>,
+        reference: [u8; 32],
+        written: [u8; 32],
+    ) -> String {
+        let short = |h: &[u8; 32]| hex::encode(&h[..8]);
+        let shown = local.display();
+        if expected.is_some() {
+            let path = local.to_path_buf();
+            let now = tokio::task::spawn_blocking(move || crate::localhost::sha256_file(&path))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if let Some(now) = now.filter(|now| *now != reference) {
+                return format!(
+                    "`{shown}` changed after it was verified (SHA-256 expected {}..., now {}...); \
+                     the node removed its copy at {remote_path}. Verify the snapshot again and \
+                     make sure nothing writes to it",
+                    short(&reference),
+                    short(&now)
+                );
+            }
+        }
+        format!(
+            "upload of `{shown}` to {remote_path} is corrupt: SHA-256 sent {}..., written {}...; \
+             the node removed the file",
+            short(&reference),
+            short(&written)
+        )
     }
 }
 
@@ -935,13 +974,15 @@ async fn collect(
     }
 }
 
-/// Reads `file` in chunks into `tx`, hashing as it goes. Memory stays at the queue's bound.
+/// Reads `file` in chunks into `tx`, hashing as it goes when `hash` is set. Memory stays at
+/// the queue's bound.
 fn read_and_hash(
     mut file: std::fs::File,
     tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
-) -> std::io::Result<[u8; 32]> {
+    hash: bool,
+) -> std::io::Result<Option<[u8; 32]>> {
     use std::io::Read;
-    let mut hasher = Sha256::new();
+    let mut hasher = hash.then(Sha256::new);
     loop {
         let mut buf = vec![0u8; UPLOAD_CHUNK];
         let mut filled = 0;
@@ -962,12 +1003,14 @@ fn read_and_hash(
             break;
         }
         buf.truncate(filled);
-        hasher.update(&buf);
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&buf);
+        }
         if tx.blocking_send(Ok(buf)).is_err() {
             return Err(std::io::Error::other("the upload stopped"));
         }
     }
-    Ok(hasher.finalize().into())
+    Ok(hasher.map(|h| h.finalize().into()))
 }
 
 /// See [`SshNode::command_line`].
