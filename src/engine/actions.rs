@@ -10,7 +10,16 @@ use crate::plan::{Action, Endpoint, HttpProbe, StepPlan};
 use crate::remote::{Cmd, Remote, WriteOpts};
 
 /// How often waits poll.
-const POLL: Duration = Duration::from_millis(500);
+/// How long to wait before checking again what has waited `elapsed` so far: what is usually
+/// quick (a pod going away, a member starting to serve) is seen within 100 ms; what takes
+/// longer is checked twice a second. Every check is one short command on the node.
+fn poll_pause(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(3) {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(500)
+    }
+}
 
 impl Engine {
     /// Executes one action of `step` on `node` (`None` for cluster actions). Returns `true` when
@@ -50,7 +59,7 @@ impl Engine {
                                     elapsed: start.elapsed(),
                                     detail: why,
                                 });
-                                tokio::time::sleep(POLL).await;
+                                tokio::time::sleep(poll_pause(start.elapsed())).await;
                             }
                             Err(why) => bail!(
                                 "kube-apiserver on {n} not ready after {timeout}s ({probe}): {why}"
@@ -324,7 +333,7 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
                 bail!("{}: {}", r.node(), failure(&pending));
             }
             self.emit(waiting(start.elapsed(), pending));
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll_pause(start.elapsed())).await;
         }
     }
 
@@ -550,7 +559,7 @@ exit 0"#,
                 elapsed: start.elapsed(),
                 detail: format!("pid {} still restoring into {data_dir}", pids.join(",")),
             });
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll_pause(start.elapsed())).await;
         }
     }
 
@@ -573,7 +582,7 @@ exit 0"#,
                         elapsed: start.elapsed(),
                         detail: why,
                     });
-                    tokio::time::sleep(POLL).await;
+                    tokio::time::sleep(poll_pause(start.elapsed())).await;
                 }
                 Err(why) => bail!("etcd is not healthy after {timeout}s: {why}"),
             }
