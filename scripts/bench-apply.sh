@@ -87,15 +87,22 @@ bench() { # nodes mib manual(0|1)
   local size; size=$(stat -c %s "$dir.snap.db")
   local t0 t1 log="$dir/nodes/cp-1/logs/sshd.log"
   local s0; s0=$(grep -c "Starting session" "$log" || true)
+  local cpu0; cpu0=$(head -1 /proc/stat)
   t0=$(date +%s.%N)
   ETCD_RECOVER_STATE_DIR="$state" "$er" apply -i "$dir/inventory.yaml" --snapshot "$dir.snap.db" \
     --yes --output plain >"$dir.apply.log" 2>&1 || { cat "$dir.apply.log" >&2; return 1; }
   t1=$(date +%s.%N)
+  local cpu1; cpu1=$(head -1 /proc/stat)
   local apply_s; apply_s=$(echo "$t1 - $t0" | bc)
+  # Share of the machine's CPU time that was busy during the apply (every lab node, sshd,
+  # etcd and the tool share the same cores).
+  local busy; busy=$(printf '%s\n%s\n' "$cpu0" "$cpu1" | awk '
+    { idle[NR] = $5 + $6; total[NR] = 0; for (i = 2; i <= NF; i++) total[NR] += $i }
+    END { printf "%.0f%%", 100 * (1 - (idle[2] - idle[1]) / (total[2] - total[1])) }')
   local s1; s1=$(grep -c "Starting session" "$log" || true)
   local apply_execs=$((s1 - s0))
   local report; report=$(ls "$state"/runs/*/report.json)
-  python3 - "$report" "$nodes" "$size" "$apply_s" >>"$stages" <<'EOF'
+  python3 - "$report" "$nodes" "$size" "$apply_s" "$busy" >>"$stages" <<'EOF'
 import json, sys
 from datetime import datetime
 r = json.load(open(sys.argv[1]))
@@ -106,7 +113,7 @@ for name, steps in r["stages"]:
     ends = [t(s["ended_at"]) for s in steps if s.get("ended_at")]
     if starts and ends:
         parts.append(f"{name} {max(ends) - min(starts):.1f}")
-print(f"| {sys.argv[2]} | {int(sys.argv[3]) / 2**20:.1f} MiB | {float(sys.argv[4]):.1f} | {r['total_seconds']:.1f} | {', '.join(parts)} |")
+print(f"| {sys.argv[2]} | {int(sys.argv[3]) / 2**20:.1f} MiB | {float(sys.argv[4]):.1f} | {r['total_seconds']:.1f} | {sys.argv[5]} | {', '.join(parts)} |")
 EOF
   local manual_s="-" manual_execs="-"
   if [ "$manual" = 1 ]; then
@@ -160,6 +167,13 @@ echo "| nodes | snapshot | apply (s) | manual script (s) | SSH command channels 
 echo "|---|---|---|---|---|---|"
 cat "$results"
 echo
-echo "| nodes | snapshot | apply wall (s) | report total (s) | per stage (s) |"
-echo "|---|---|---|---|---|"
+echo "| nodes | snapshot | apply wall (s) | report total (s) | CPU busy | per stage (s) |"
+echo "|---|---|---|---|---|---|"
 cat "$stages"
+
+# The two ratios the targets are about, from the small-snapshot rows above.
+awk -F'|' '$4 + 0 > 0 && $3 ~ /^ 0\.[0-9] MiB/ { apply[$2 + 0] = $4 + 0; manual[$2 + 0] = $5 + 0 }
+  END {
+    if (apply[1] && apply[5]) printf "\n5 nodes / 1 node: %.2fx (target at most 1.25x)\n", apply[5] / apply[1]
+    if (apply[3] && manual[3]) printf "3 nodes, apply / manual script: %.2f (target at most 0.5)\n", apply[3] / manual[3]
+  }' "$results"
