@@ -759,3 +759,101 @@ async fn the_etcd_leader_is_not_stopped_when_another_member_failed_to_stop() {
     assert!(!order.iter().any(|o| o.ends_with("cp-2")), "{order:?}");
     assert_eq!(fx.manifest("cp-2").as_deref(), Some(ORIGINAL));
 }
+
+/// The plan with a `stage-snapshot` stage after preflight that uploads `snapshot` to every
+/// node, expecting `sha256`; the engine reads the snapshot from `local`.
+fn with_upload(fx: &Fixture, mut plan: Plan, sha256: &str, size: u64) -> Plan {
+    let scope = Scope::Nodes(
+        fx.nodes
+            .iter()
+            .map(|n| {
+                let to = format!("{}/{n}/run/snapshot.db", fx.root);
+                let actions = Actions {
+                    actions: vec![Action::Upload {
+                        to,
+                        sha256: sha256.into(),
+                        size,
+                        mode: 0o600,
+                    }],
+                    // No rollback: what is left on a node is what the upload let through.
+                    rollback: vec![],
+                };
+                (n.clone(), actions)
+            })
+            .collect(),
+    );
+    let stage = StagePlan {
+        name: "stage-snapshot".into(),
+        steps: vec![StepPlan {
+            id: "stage-snapshot/1".into(),
+            kind: "stage-snapshot".into(),
+            title: "stage the snapshot".into(),
+            destructive: false,
+            order: crate::plan::StepOrder::Parallel,
+            scope,
+        }],
+    };
+    plan.stages.insert(1, stage);
+    plan
+}
+
+#[tokio::test]
+async fn the_snapshot_is_staged_only_if_it_is_still_the_one_that_was_verified() {
+    let fx = Fixture::new(2);
+    let snapshot = format!("{}/snapshot.db", fx.root);
+    std::fs::write(&snapshot, b"the verified snapshot").unwrap();
+    let verified = Fixture::sha("the verified snapshot");
+    let engine_for = |plan: Plan| {
+        let nodes: BTreeMap<String, Arc<dyn Remote>> = fx
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
+                )
+            })
+            .collect();
+        Engine::new(
+            Arc::new(plan),
+            nodes,
+            std::path::PathBuf::from(&snapshot),
+            Arc::new(Healthy),
+            Arc::new(Recorder::default()),
+        )
+    };
+
+    // Unchanged: every node gets a byte-identical copy, mode 0600.
+    let plan = with_upload(&fx, fx.plan(&["true"]), &verified, 21);
+    let (_d, j) = journal(&plan);
+    let out = engine_for(plan).apply(&j, "apply", true).await.unwrap();
+    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    for n in &fx.nodes {
+        let staged = format!("{}/{n}/run/snapshot.db", fx.root);
+        assert_eq!(std::fs::read(&staged).unwrap(), b"the verified snapshot");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&staged).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_file(&staged).unwrap();
+    }
+
+    // Changed after it was verified: the stage fails on every node, nothing is left staged,
+    // and the run is rolled back before anything was stopped (the manifests stay as they are).
+    std::fs::write(&snapshot, b"a different snapshot!").unwrap();
+    let before: Vec<_> = fx.nodes.iter().map(|n| fx.manifest(n)).collect();
+    let plan = with_upload(&fx, fx.plan(&["true"]), &verified, 21);
+    let (_d, j) = journal(&plan);
+    let out = engine_for(plan).apply(&j, "apply", true).await.unwrap();
+    let Outcome::RolledBack(failures) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for f in &failures {
+        assert!(f.error.contains(&verified), "{}", f.error);
+    }
+    for (n, before) in fx.nodes.iter().zip(before) {
+        assert!(!fx.exists(&format!("{n}/run/snapshot.db")), "{n}");
+        assert!(!fx.exists(&format!("{n}/run/snapshot.db.part")), "{n}");
+        assert_eq!(fx.manifest(n), before, "{n}");
+    }
+}
