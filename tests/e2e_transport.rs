@@ -595,6 +595,7 @@ async fn upload_of_256_mib_is_verified() {
     let dest_dir = sshd.dir.path().join("dest");
     std::fs::create_dir(&dest_dir).unwrap();
     let remote = dest_dir.join("snapshot.db");
+    let remote_path = remote.display().to_string();
     let last = AtomicU64::new(0);
     let calls = AtomicU64::new(0);
     let progress = |n: u64| {
@@ -603,13 +604,7 @@ async fn upload_of_256_mib_is_verified() {
         calls.fetch_add(1, Ordering::SeqCst);
     };
     let hash = node
-        .upload(
-            &local,
-            &remote.display().to_string(),
-            0o600,
-            None,
-            &progress,
-        )
+        .upload(&local, &remote_path, 0o600, None, &progress)
         .await
         .unwrap();
     assert_eq!(hash, expected);
@@ -627,7 +622,7 @@ async fn upload_of_256_mib_is_verified() {
     let empty = sshd.dir.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
     let hash = node
-        .upload(&empty, &remote.display().to_string(), 0o640, None, &|_| {})
+        .upload(&empty, &remote_path, 0o640, None, &|_| {})
         .await
         .unwrap();
     assert_eq!(hex::encode(hash), hex::encode(Sha256::digest(b"")));
@@ -646,13 +641,7 @@ async fn upload_of_256_mib_is_verified() {
     // With the hash known in advance (as a restore knows its verified snapshot's), the copy
     // lands when the node's hash matches it...
     let hash = node
-        .upload(
-            &local,
-            &remote.display().to_string(),
-            0o600,
-            Some(expected),
-            &|_| {},
-        )
+        .upload(&local, &remote_path, 0o600, Some(expected), &|_| {})
         .await
         .unwrap();
     assert_eq!(hash, expected);
@@ -662,13 +651,7 @@ async fn upload_of_256_mib_is_verified() {
     // the error says the local file is no longer the one that was verified.
     std::fs::write(&empty, b"not the verified snapshot").unwrap();
     let err = node
-        .upload(
-            &empty,
-            &remote.display().to_string(),
-            0o600,
-            Some(expected),
-            &|_| {},
-        )
+        .upload(&empty, &remote_path, 0o600, Some(expected), &|_| {})
         .await
         .unwrap_err();
     let text = err.to_string();

@@ -279,6 +279,16 @@ impl Fixture {
     }
 
     fn engine(&self, plan: Plan, obs: Arc<Recorder>) -> Engine {
+        self.engine_with_snapshot(plan, obs, std::path::PathBuf::new())
+    }
+
+    /// An engine whose plan stages the local file `snapshot`.
+    fn engine_with_snapshot(
+        &self,
+        plan: Plan,
+        obs: Arc<Recorder>,
+        snapshot: std::path::PathBuf,
+    ) -> Engine {
         let nodes: BTreeMap<String, Arc<dyn Remote>> = self
             .nodes
             .iter()
@@ -289,13 +299,7 @@ impl Fixture {
                 )
             })
             .collect();
-        Engine::new(
-            Arc::new(plan),
-            nodes,
-            std::path::PathBuf::new(),
-            Arc::new(Healthy),
-            obs,
-        )
+        Engine::new(Arc::new(plan), nodes, snapshot, Arc::new(Healthy), obs)
     }
 
     fn manifest(&self, node: &str) -> Option<String> {
@@ -804,23 +808,7 @@ async fn the_snapshot_is_staged_only_if_it_is_still_the_one_that_was_verified() 
     std::fs::write(&snapshot, b"the verified snapshot").unwrap();
     let verified = Fixture::sha("the verified snapshot");
     let engine_for = |plan: Plan| {
-        let nodes: BTreeMap<String, Arc<dyn Remote>> = fx
-            .nodes
-            .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
-                )
-            })
-            .collect();
-        Engine::new(
-            Arc::new(plan),
-            nodes,
-            std::path::PathBuf::from(&snapshot),
-            Arc::new(Healthy),
-            Arc::new(Recorder::default()),
-        )
+        fx.engine_with_snapshot(plan, Arc::default(), std::path::PathBuf::from(&snapshot))
     };
 
     // Unchanged: every node gets a byte-identical copy, mode 0600.

@@ -892,9 +892,7 @@ impl SshNode {
             }),
         }
     }
-}
 
-impl SshNode {
     /// Why an upload's written file does not match: damaged on the way, or (when the caller
     /// gave the expected hash) the local file is no longer what was verified. Only this
     /// failure path hashes the local file again.
