@@ -17,8 +17,8 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
 
+use super::handler::ClientHandler;
 use super::known_hosts::{fingerprint, key_type};
-use super::session::ClientHandler;
 use crate::inventory::Endpoint;
 
 /// Asks the user for a key's passphrase.

@@ -7,7 +7,7 @@ use russh::client::Handle;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::session::ClientHandler;
+use super::handler::ClientHandler;
 use crate::remote::{Forward, RemoteError};
 
 /// Stops the forwarding task, and with it every tunnelled connection, when dropped.

@@ -15,6 +15,7 @@
 
 mod auth;
 mod forward;
+mod handler;
 pub mod known_hosts;
 mod node;
 mod scripts;

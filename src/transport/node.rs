@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{KeyStore, PassphrasePrompt};
 use super::forward;
+use super::handler::ClientHandler;
 use super::scripts;
-use super::session::{self, ClientHandler};
+use super::session;
 use super::shell::{self, Shell, ShellError};
 use crate::inventory::{SshTarget, SudoMode};
 use crate::remote::{
