@@ -46,6 +46,7 @@ impl Remote for Localhost {
         let Some((program, args)) = cmd.argv.split_first() else {
             return Err(self.other("empty command"));
         };
+        crate::remote::check_words(cmd).map_err(|e| self.other(e))?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .stdin(if cmd.stdin.is_some() {
@@ -102,7 +103,7 @@ impl Remote for Localhost {
         opts: &WriteOpts,
     ) -> Result<(), RemoteError> {
         // The same script the SSH transport runs, so both paths share one behaviour.
-        let cmd = crate::remote::atomic_write_cmd(path, opts).stdin(contents.to_vec());
+        let cmd = crate::remote::atomic_write_cmd(path, contents, opts);
         self.run(&cmd).await.map(|_| ())
     }
 

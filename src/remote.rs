@@ -294,15 +294,18 @@ pub trait Remote: Send + Sync {
     }
 }
 
-/// The node-side script behind [`Remote::write_file_atomic`]; the new contents arrive on stdin.
+/// The node-side script behind [`Remote::write_file_atomic`]: `contents` must arrive on the
+/// command's standard input (the returned command carries it).
 ///
 /// The temporary file is created 0600 in `opts.temp_dir` when that is on the same filesystem as
 /// the target (so the final `mv` is a `rename(2)`), else as a dot file next to the target (the
-/// kubelet ignores dot files). An existing target's mode and owner carry over; the data and then
-/// the directory are fsynced.
-pub fn atomic_write_cmd(path: &str, opts: &WriteOpts) -> Cmd {
+/// kubelet ignores dot files). Nothing replaces the target unless what arrived has exactly the
+/// size and SHA-256 of `contents`: a request cut short (a dropped connection) leaves the target
+/// as it was. An existing target's mode and owner carry over; the data and then the directory
+/// are fsynced.
+pub fn atomic_write_cmd(path: &str, contents: &[u8], opts: &WriteOpts) -> Cmd {
     const SCRIPT: &str = r#"set -eu
-target=$1; tmpdir=$2; mode=$3
+target=$1; tmpdir=$2; mode=$3; size=$4; sha=$5
 dir=$(dirname -- "$target"); base=$(basename -- "$target")
 if [ -z "$tmpdir" ] || [ ! -d "$tmpdir" ] || [ "$(stat -c %d -- "$tmpdir")" != "$(stat -c %d -- "$dir")" ]; then
   tmpdir=$dir
@@ -310,6 +313,20 @@ fi
 tmp=$(mktemp -p "$tmpdir" ".$base.XXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp"
+got=$(stat -c %s -- "$tmp")
+if [ "$got" != "$size" ]; then
+  echo "received $got of $size bytes; $target was left unchanged" >&2
+  exit 1
+fi
+if command -v sha256sum >/dev/null 2>&1; then
+  sum=$(sha256sum < "$tmp")
+else
+  sum=$(openssl dgst -sha256 -r < "$tmp")
+fi
+if [ "${sum%% *}" != "$sha" ]; then
+  echo "what arrived has SHA-256 ${sum%% *}, expected $sha; $target was left unchanged" >&2
+  exit 1
+fi
 if [ -e "$target" ]; then
   chmod --reference="$target" -- "$tmp"
   chown --reference="$target" -- "$tmp"
@@ -321,6 +338,7 @@ mv -f -T -- "$tmp" "$target"
 trap - EXIT
 sync -- "$dir"
 "#;
+    use sha2::Digest;
     let mode = opts.mode.map(|m| format!("{m:o}")).unwrap_or_default();
     Cmd::script(
         SCRIPT,
@@ -328,8 +346,51 @@ sync -- "$dir"
             path.to_string(),
             opts.temp_dir.clone().unwrap_or_default(),
             mode,
+            contents.len().to_string(),
+            hex::encode(sha2::Sha256::digest(contents)),
         ],
     )
+    .stdin(contents)
+}
+
+/// Checks that every word of `cmd` can reach a node intact: a NUL byte would be dropped (or
+/// cut the word) on the way, and other control characters (but the newlines and tabs of the
+/// crate's own scripts) have no business in a path or an argument. The error names the word
+/// and the command.
+pub fn check_words(cmd: &Cmd) -> Result<(), String> {
+    for (i, word) in cmd.argv.iter().enumerate() {
+        if let Some(c) = word
+            .chars()
+            .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+        {
+            let program = cmd.argv.first().map(String::as_str).unwrap_or_default();
+            let what = if c == '\0' {
+                "a NUL byte".to_string()
+            } else {
+                format!("the control character {}", c.escape_unicode())
+            };
+            return Err(format!(
+                "argument {i} of `{}` (`{}`) contains {what}; it cannot be passed to the node intact",
+                printable(program),
+                printable(word)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `text` with every control character but newline and tab escaped (`\u{1b}`), so that text
+/// from a node or a local command cannot drive the terminal it is shown on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Quotes one word for a POSIX shell: unchanged when it is plainly safe, else single-quoted.
@@ -366,6 +427,57 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
         assert_eq!(shell_join(&["echo", "a;b", "c"]), "echo 'a;b' c");
+    }
+
+    /// Issue 13, "a truncated request still runs": the atomic write commits only what has the
+    /// announced size and SHA-256; a third of the body then end of input leaves the target as
+    /// it was.
+    #[test]
+    fn a_truncated_atomic_write_leaves_the_target_unchanged() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("etcd.yaml");
+        std::fs::write(&target, "old\n").unwrap();
+        let body = vec![b'y'; 3000];
+        let cmd = atomic_write_cmd(target.to_str().unwrap(), &body, &WriteOpts::default());
+        let run = |input: &[u8]| {
+            let mut child = std::process::Command::new(&cmd.argv[0])
+                .args(&cmd.argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let out = run(&body[..1000]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("received 1000 of 3000 bytes"), "{stderr}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old\n");
+        // Same size, other bytes: refused by the hash.
+        let out = run(&[b'z'; 3000]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("SHA-256"));
+        assert_eq!(std::fs::read(&target).unwrap(), b"old\n");
+        // Only the dot-prefixed temporary files would be left, and they are removed.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let out = run(&body);
+        assert!(out.status.success());
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+    }
+
+    /// Issue 13, "NUL passes `shell_quote`": words with NUL or control characters are refused
+    /// with the word and the command named; the scripts' own newlines and tabs pass.
+    #[test]
+    fn words_with_nul_or_control_characters_are_refused() {
+        let err = check_words(&Cmd::new(["cat", "--", "/etc/kubernetes/a\0b"])).unwrap_err();
+        assert!(err.contains("argument 2 of `cat`"), "{err}");
+        assert!(err.contains("a NUL byte"), "{err}");
+        let err = check_words(&Cmd::new(["ls", "x\u{1b}[2J"])).unwrap_err();
+        assert!(err.contains("\\u{1b}"), "{err}");
+        assert!(check_words(&Cmd::script("echo 1\n\techo 2", ["a b"])).is_ok());
+        assert_eq!(printable("a\u{7}b\nc"), "a\\u{7}b\nc");
     }
 
     #[test]

@@ -23,8 +23,8 @@ use super::session;
 use super::shell::{self, Shell, ShellError};
 use crate::inventory::{SshTarget, SudoMode};
 use crate::remote::{
-    atomic_write_cmd, shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn, Remote,
-    RemoteError, WriteOpts,
+    atomic_write_cmd, check_words, shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn,
+    Remote, RemoteError, WriteOpts,
 };
 
 /// Largest output `exec` keeps per stream; beyond it the command fails rather than filling
@@ -555,6 +555,7 @@ impl Remote for SshNode {
     }
 
     async fn exec(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
+        check_words(cmd).map_err(|e| self.other(e))?;
         let line = self.command_line(cmd, Some(cmd.timeout));
         let started = Instant::now();
         let stdin = cmd.stdin.as_deref().unwrap_or_default();
@@ -577,7 +578,7 @@ impl Remote for SshNode {
                 return self.exec_channel(cmd).await;
             };
             let left = cmd.timeout.saturating_sub(started.elapsed());
-            match tokio::time::timeout(left, sh.run(&line, stdin)).await {
+            match tokio::time::timeout(left, sh.run(&line, b"", stdin)).await {
                 Ok(Ok(reply)) => {
                     self.put_back(sh).await;
                     break reply;
@@ -628,9 +629,7 @@ impl Remote for SshNode {
         contents: &[u8],
         opts: &WriteOpts,
     ) -> Result<(), RemoteError> {
-        let cmd = atomic_write_cmd(path, opts)
-            .stdin(contents)
-            .timeout(self.target.command_timeout);
+        let cmd = atomic_write_cmd(path, contents, opts).timeout(self.target.command_timeout);
         self.run(&cmd).await.map(|_| ())
     }
 
@@ -771,6 +770,7 @@ impl SshNode {
         let mode_text = format!("{mode:o}");
         let size_text = size.to_string();
         let cmd = Cmd::script(scripts::UPLOAD, [remote_path, &mode_text, &size_text]);
+        check_words(&cmd).map_err(|e| self.other(e))?;
         let line = self.command_line(&cmd, None);
         let (channel, conn) = self.open_channel().await?;
         let (read, write) = channel.split();
