@@ -41,6 +41,17 @@ impl PassphrasePrompt for NoPrompt {
 /// How many times a wrong passphrase may be typed for one key file.
 const PASSPHRASE_ATTEMPTS: u32 = 3;
 
+/// The longest wait for the ssh-agent to answer one request.
+const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The agent's identities, or none when it fails or does not answer within [`AGENT_TIMEOUT`].
+async fn agent_identities(agent: &mut AgentClient<tokio::net::UnixStream>) -> Vec<AgentIdentity> {
+    match tokio::time::timeout(AGENT_TIMEOUT, agent.request_identities()).await {
+        Ok(Ok(ids)) => ids,
+        _ => Vec::new(),
+    }
+}
+
 /// What loading a key file gave.
 #[derive(Clone)]
 enum KeyState {
@@ -100,18 +111,23 @@ impl KeyStore {
     /// A fresh connection to the agent (each session signs through its own).
     async fn agent(&self) -> Option<AgentClient<tokio::net::UnixStream>> {
         let socket = self.agent_socket.as_ref()?;
-        AgentClient::connect_uds(socket).await.ok()
+        tokio::time::timeout(AGENT_TIMEOUT, AgentClient::connect_uds(socket))
+            .await
+            .ok()?
+            .ok()
     }
 
+    /// The agent's keys, asked once. An agent that does not answer within [`AGENT_TIMEOUT`]
+    /// counts as holding none: this runs before any connection, outside every connect timeout.
     async fn agent_public_keys(&self) -> &[PublicKey] {
         self.agent_keys
             .get_or_init(|| async {
                 match self.agent().await {
-                    Some(mut agent) => agent
-                        .request_identities()
+                    Some(mut agent) => agent_identities(&mut agent)
                         .await
-                        .map(|ids| ids.iter().map(|i| i.public_key().into_owned()).collect())
-                        .unwrap_or_default(),
+                        .iter()
+                        .map(|i| i.public_key().into_owned())
+                        .collect(),
                     None => Vec::new(),
                 }
             })
@@ -268,7 +284,7 @@ pub(crate) async fn authenticate(
 
     if !endpoint.identities_only {
         if let Some(agent_client) = agent.as_mut() {
-            let identities = agent_client.request_identities().await.unwrap_or_default();
+            let identities = agent_identities(agent_client).await;
             for id in identities {
                 let AgentIdentity::PublicKey { key, comment } = &id else {
                     continue;

@@ -53,6 +53,14 @@ const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// Idle command shells kept per node; more are started while commands run concurrently.
 const IDLE_SHELLS: usize = 4;
 
+/// The longest wait for a polite goodbye (closing a channel or a session) to be sent.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// The slowest transfer rate an upload is given time for, beyond the command timeout: a node
+/// that takes longer (a disk that hangs in `dd` or `sync`) fails the upload instead of
+/// hanging the run. 1 MiB/s gives an 8 GiB snapshot (etcd's largest quota) 2 h 16 min.
+const UPLOAD_MIN_RATE: u64 = 1 << 20;
+
 /// How connections are made.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -281,15 +289,21 @@ impl SshNode {
         }
     }
 
-    /// Ends the session (and the jump sessions) politely.
+    /// Ends the session (and the jump sessions) politely, waiting at most [`CLOSE_WAIT`] for
+    /// each.
     pub async fn close(self) {
         let conn = self.current();
-        let _ = conn
-            .handle
-            .disconnect(Disconnect::ByApplication, "", "en")
-            .await;
+        let _ = tokio::time::timeout(
+            CLOSE_WAIT,
+            conn.handle.disconnect(Disconnect::ByApplication, "", "en"),
+        )
+        .await;
         for j in conn.jumps.iter().rev() {
-            let _ = j.disconnect(Disconnect::ByApplication, "", "en").await;
+            let _ = tokio::time::timeout(
+                CLOSE_WAIT,
+                j.disconnect(Disconnect::ByApplication, "", "en"),
+            )
+            .await;
         }
     }
 
@@ -365,11 +379,16 @@ impl SshNode {
     }
 
     /// Opens a session channel, reconnecting once when the connection turns out to be lost.
+    /// The node must answer within `connect_timeout`: a session that stopped answering (a hung
+    /// sshd, a dead peer while keepalives are off) fails here instead of waiting forever.
     async fn open_channel(&self) -> Result<(russh::Channel<Msg>, Conn), RemoteError> {
         let conn = self.live().await?;
-        let first = match conn.handle.channel_open_session().await {
-            Ok(ch) => return Ok((ch, conn)),
-            Err(e) => e,
+        let limit = self.target.connect_timeout;
+        let opened = tokio::time::timeout(limit, conn.handle.channel_open_session()).await;
+        let first = match opened {
+            Ok(Ok(ch)) => return Ok((ch, conn)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => return Err(self.no_answer("open an SSH channel", limit)),
         };
         // A connection that just died may not be marked closed yet.
         for _ in 0..10 {
@@ -382,12 +401,24 @@ impl SshNode {
             return Err(self.other(format!("cannot open an SSH channel: {first}")));
         }
         let conn = self.reconnect(conn.generation).await?;
-        let ch = conn.handle.channel_open_session().await.map_err(|e| {
-            self.other(format!(
-                "cannot open an SSH channel right after reconnecting: {e}"
-            ))
-        })?;
+        let ch = tokio::time::timeout(limit, conn.handle.channel_open_session())
+            .await
+            .map_err(|_| self.no_answer("open an SSH channel", limit))?
+            .map_err(|e| {
+                self.other(format!(
+                    "cannot open an SSH channel right after reconnecting: {e}"
+                ))
+            })?;
         Ok((ch, conn))
+    }
+
+    /// The error for a session that did not answer `what` within `limit`.
+    fn no_answer(&self, what: &str, limit: Duration) -> RemoteError {
+        self.other(format!(
+            "the SSH session to {} did not answer within {} (connect_timeout) when asked to {what}; the node or its sshd may hang",
+            self.target.endpoint,
+            session::human_duration(limit)
+        ))
     }
 
     /// The one place a command line is built: `[sudo -n --] [timeout -s KILL N] argv...`.
@@ -647,7 +678,14 @@ impl Remote for SshNode {
 
     async fn forward(&self, host: &str, port: u16) -> Result<Forward, RemoteError> {
         let conn = self.live().await?;
-        forward::open(conn.handle.clone(), &self.target.node, host, port).await
+        forward::open(
+            conn.handle.clone(),
+            &self.target.node,
+            host,
+            port,
+            self.target.connect_timeout,
+        )
+        .await
     }
 }
 
@@ -740,7 +778,7 @@ impl SshNode {
             }
         };
         if let Some(sh) = surplus {
-            sh.close().await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, sh.close()).await;
         }
     }
 
@@ -860,11 +898,18 @@ impl SshNode {
                 }
             }
         };
-        let ended = match work.await {
+        let limit = upload_limit(self.target.command_timeout, size);
+        let outcome = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(self.other(format!(
+                "the upload to {remote_path} did not finish within {} (the command timeout plus 1 s per MiB); the node may hang writing or syncing its disk; the node removes the partial file when the connection ends",
+                session::human_duration(limit)
+            )))
+        });
+        let ended = match outcome {
             Ok(ended) => ended,
             Err(e) => {
                 // Closing the channel ends the node's input: it sees a short file and cleans up.
-                let _ = write.close().await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, write.close()).await;
                 return Err(e);
             }
         };
@@ -1010,6 +1055,12 @@ fn read_and_hash(
         }
     }
     Ok(hasher.map(|h| h.finalize().into()))
+}
+
+/// How long an upload of `size` bytes may take: the command timeout for starting, hashing and
+/// committing, plus the time to move the bytes at [`UPLOAD_MIN_RATE`].
+fn upload_limit(command_timeout: Duration, size: u64) -> Duration {
+    command_timeout + Duration::from_secs(size.div_ceil(UPLOAD_MIN_RATE))
 }
 
 /// See [`SshNode::command_line`].

@@ -362,10 +362,14 @@ impl Shell {
         self.parser.buffered() == 0
     }
 
-    /// Ends the shell: its input closes, so it exits and removes its directory.
+    /// Ends the shell: its input closes, so it exits and removes its directory. Waits at most
+    /// a few seconds for a session that stopped answering.
     pub(crate) async fn close(self) {
-        let _ = self.write.eof().await;
-        let _ = self.write.close().await;
+        let bye = async {
+            let _ = self.write.eof().await;
+            let _ = self.write.close().await;
+        };
+        let _ = tokio::time::timeout(super::node::CLOSE_WAIT, bye).await;
     }
 
     /// Reads one more message from the channel into the parser.

@@ -1,0 +1,219 @@
+//! Transport hardening against a real OpenSSH sshd on loopback: deadlines on every network
+//! wait, host key policy (key types, hashed names), the port forward's local listener, host
+//! and user certificates, ProxyCommand and sudo with a password.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::sshd::{keygen_with, Sshd};
+use etcd_recover::remote::{Remote, RemoteError};
+use etcd_recover::transport::{Agent, ConnectOptions, Connector, NoPrompt, SshNode};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn connector(accept_new_host_keys: bool) -> Connector {
+    Connector::new(
+        ConnectOptions {
+            accept_new_host_keys,
+            agent: Agent::Disabled,
+        },
+        Arc::new(NoPrompt),
+    )
+}
+
+async fn connect(sshd: &Sshd, target: &etcd_recover::inventory::SshTarget) -> SshNode {
+    connector(false)
+        .connect(target)
+        .await
+        .unwrap_or_else(|e| panic!("connect failed: {e}\n{}", sshd.log()))
+}
+
+/// Every process below `root`, found through `/proc/*/stat`.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut parent = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = stat[stat.find('(').unwrap_or(0) + 1..close].to_string();
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        parent.push((pid, ppid, comm));
+    }
+    let mut found: Vec<(u32, String)> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (pid, ppid, comm) in &parent {
+            if *ppid == p && !found.iter().any(|(f, _)| f == pid) {
+                found.push((*pid, comm.clone()));
+                frontier.push(*pid);
+            }
+        }
+    }
+    found
+}
+
+fn signal_all(pids: &[u32], sig: Signal) {
+    for pid in pids {
+        let _ = kill(Pid::from_raw(*pid as i32), sig);
+    }
+}
+
+/// Resumes stopped processes when dropped, also when the test fails.
+struct Resume(Vec<u32>);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal_all(&self.0, Signal::SIGCONT);
+    }
+}
+
+/// Awaits `fut`, failing the test when it takes longer than `secs` seconds (a hang).
+async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung past {secs} s"))
+}
+
+/// A target with keepalives off: nothing but the transport's own deadlines can end a wait.
+fn quiet_target(sshd: &Sshd) -> etcd_recover::inventory::SshTarget {
+    let mut t = sshd.target("cp-1");
+    t.keepalive_interval = None;
+    t.connect_timeout = Duration::from_secs(2);
+    t.command_timeout = Duration::from_secs(2);
+    t
+}
+
+/// Issue 13, "waits without a deadline": a node whose disk hangs in `dd` (stopped here) makes
+/// the upload fail within its deadline (command timeout plus 1 s per MiB), with keepalives off.
+#[tokio::test]
+async fn an_upload_to_a_node_hanging_in_dd_fails_within_its_deadline() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd, &quiet_target(&sshd)).await;
+    let local = sshd.dir.path().join("snapshot.db");
+    std::fs::write(&local, vec![7u8; 8 << 20]).unwrap();
+    let remote = sshd.dir.path().join("uploaded.db");
+    let remote = remote.to_str().unwrap().to_string();
+
+    let started = Instant::now();
+    let upload = node.upload(&local, &remote, 0o600, None, &|_| {});
+    tokio::pin!(upload);
+    let mut stopped = Resume(Vec::new());
+    let outcome = within(60, "the upload", async {
+        loop {
+            tokio::select! {
+                r = &mut upload => return r,
+                _ = tokio::time::sleep(Duration::from_millis(10)), if stopped.0.is_empty() => {
+                    let dd: Vec<u32> = descendants(sshd.pid())
+                        .into_iter()
+                        .filter(|(_, comm)| comm == "dd")
+                        .map(|(pid, _)| pid)
+                        .collect();
+                    signal_all(&dd, Signal::SIGSTOP);
+                    stopped.0 = dd;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(!stopped.0.is_empty(), "dd was never seen on the node");
+    let err = outcome.expect_err("the upload cannot succeed while dd is stopped");
+    assert!(
+        err.to_string().contains("did not finish within 10s"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    signal_all(&stopped.0, Signal::SIGKILL);
+    drop(stopped);
+    assert!(!Path::new(&remote).exists());
+}
+
+/// Issue 13, "waits without a deadline": with the node's sshd stopped and keepalives off,
+/// opening a channel (an upload) and opening a port forward fail within connect_timeout.
+#[tokio::test]
+async fn channel_and_forward_opens_fail_within_connect_timeout_when_sshd_hangs() {
+    let sshd = Sshd::start();
+    let node = connect(&sshd, &quiet_target(&sshd)).await;
+    let local = sshd.dir.path().join("small");
+    std::fs::write(&local, b"x").unwrap();
+    let sessions: Vec<u32> = descendants(sshd.pid())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!sessions.is_empty());
+    signal_all(&sessions, Signal::SIGSTOP);
+    let _resume = Resume(sessions);
+
+    let forward = node.forward("127.0.0.1", 9);
+    let err = fails_soon("opening a forward", forward).await;
+    assert!(err.contains("within 2s (connect_timeout)"), "{err}");
+    let upload = node.upload(&local, "/tmp/never", 0o600, None, &|_| {});
+    let err = fails_soon("opening a channel", upload).await;
+    assert!(err.contains("did not answer within 2s"), "{err}");
+}
+
+/// The error of `fut`, which must fail within 10 s.
+async fn fails_soon<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, RemoteError>>,
+) -> String {
+    let started = Instant::now();
+    let Err(err) = within(30, what, fut).await else {
+        panic!("{what} succeeded")
+    };
+    assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+    err.to_string()
+}
+
+/// Issue 13, "request_identities() on the agent runs before any timeout": an agent that
+/// accepts connections and never answers delays a connection by its bounded wait only.
+#[tokio::test]
+async fn an_agent_that_never_answers_does_not_hang_the_connection() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    // Bound and listening, never accepting: connects succeed, requests are never answered.
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let key = dir.path().join("id_locked");
+    keygen_with(&key, "a passphrase", "ed25519");
+    let mut target = sshd.target("cp-1");
+    target.endpoint.identity_files = vec![key];
+    let hanging_agent = Connector::new(
+        ConnectOptions {
+            agent: Agent::Socket(socket),
+            ..Default::default()
+        },
+        Arc::new(NoPrompt),
+    );
+    let started = Instant::now();
+    let err = within(
+        60,
+        "connecting with a silent agent",
+        hanging_agent.connect(&target),
+    )
+    .await
+    .expect_err("the only key is locked");
+    assert!(matches!(err, RemoteError::Auth { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
