@@ -217,3 +217,69 @@ async fn an_agent_that_never_answers_does_not_hang_the_connection() {
         started.elapsed()
     );
 }
+
+/// Issue 13: the port forward's listener on 127.0.0.1 serves this user only; a connection
+/// from another local user (nobody, through bash's /dev/tcp) is closed before any tunnel.
+#[tokio::test]
+async fn the_port_forward_refuses_other_local_users() {
+    use std::os::unix::process::CommandExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sshd = Sshd::start();
+    let node = connect(&sshd, &sshd.target("cp-1")).await;
+    // Stands in for etcd on the node: echoes what it gets.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let forward = node.forward("127.0.0.1", echo_port).await.unwrap();
+    let port = forward.local_addr.port();
+
+    let mut mine = tokio::net::TcpStream::connect(forward.local_addr)
+        .await
+        .unwrap();
+    mine.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    within(10, "the echo", mine.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"ping");
+
+    let other = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "exec 3<>/dev/tcp/127.0.0.1/{port} || exit 9; printf ping >&3; timeout 3 cat <&3"
+            ))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        other.status.code(),
+        Some(9),
+        "nobody could not even connect"
+    );
+    assert!(
+        other.stdout.is_empty(),
+        "another user got through the tunnel: {:?}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+    // The listener still serves its own user afterwards.
+    let mut again = tokio::net::TcpStream::connect(forward.local_addr)
+        .await
+        .unwrap();
+    again.write_all(b"pong").await.unwrap();
+    within(10, "the echo", again.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"pong");
+}

@@ -624,9 +624,13 @@ impl Cx<'_> {
         Some(out)
     }
 
-    /// A path on the node: absolute, no `~` (the node's home is not ours to guess).
+    /// A path on the node: absolute, no `~` (the node's home is not ours to guess), no
+    /// control characters.
     fn node_path(&mut self, path: &str, pos: Pos, key: &str) -> Option<String> {
-        if path.starts_with('/') && !path.contains('\n') {
+        if !self.plain_text(path, pos, key) {
+            return None;
+        }
+        if path.starts_with('/') {
             Some(path.to_string())
         } else {
             self.out.error(
@@ -660,7 +664,37 @@ impl Cx<'_> {
             self.out.error(node.pos, format!("`{key}` is empty"), None);
             return None;
         }
-        items.iter().map(|i| self.string(i, key)).collect()
+        let mut argv = Vec::new();
+        for item in items {
+            let word = self.string(item, key)?;
+            if !self.plain_text(&word, item.pos, key) {
+                return None;
+            }
+            argv.push(word);
+        }
+        Some(argv)
+    }
+
+    /// False (with an error naming `key`) when a value that is sent to the nodes holds a NUL
+    /// byte or another control character: the node's shell would drop or misread it.
+    fn plain_text(&mut self, value: &str, pos: Pos, key: &str) -> bool {
+        let Some(c) = value.chars().find(|c| c.is_control()) else {
+            return true;
+        };
+        let what = if c == '\0' {
+            "a NUL byte".to_string()
+        } else {
+            format!("the control character {}", c.escape_unicode())
+        };
+        self.out.error(
+            pos,
+            format!(
+                "`{key}` (`{}`) contains {what}, which cannot be sent to a node intact",
+                value.escape_debug()
+            ),
+            Some("remove it; paths and arguments on the nodes are plain text".into()),
+        );
+        false
     }
 }
 

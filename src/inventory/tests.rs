@@ -248,3 +248,30 @@ fn missing_file_is_a_read_error() {
         "cannot read inventory `/nonexistent/inventory.yaml`"
     );
 }
+
+/// Issue 13: NUL and control characters in values that reach a node are refused, naming the
+/// key (the remote shell would silently drop a NUL).
+#[test]
+fn nul_and_control_characters_in_node_values_are_refused() {
+    let text = format!(
+        "{MINIMAL}etcd: {{run_dir: \"/var/lib/x\\0y\", kubelet_config: \"/etc/k\\x1b[2J\"}}\n\
+         commands: {{restart_kubelet: [systemctl, \"restart\\0\", kubelet]}}\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p.iter()
+            .any(|m| m.contains("`run_dir` (`/var/lib/x\\0y`) contains a NUL byte")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("`kubelet_config`") && m.contains("\\u{1b}")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("`restart_kubelet`") && m.contains("NUL")),
+        "{p:?}"
+    );
+}

@@ -1,6 +1,13 @@
 //! Local port forwarding: a listener on 127.0.0.1 whose connections are tunnelled to a
 //! `host:port` as seen from the node (SSH `direct-tcpip` channels, like `ssh -L`).
+//!
+//! Any local user can connect to a port on 127.0.0.1. So on Linux each accepted connection is
+//! checked against the kernel's socket table (`/proc/net/tcp`): the connecting socket must
+//! belong to the user running etcd-recover, else it is closed before any tunnel opens. (etcd
+//! behind the tunnel would still demand the client certificate, which only this process holds;
+//! the check keeps other users from reaching the node's etcd port at all.)
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +66,10 @@ pub(crate) async fn open(
         // Owned by this task: aborting the task drops the set, which aborts every connection.
         let mut connections = JoinSet::new();
         while let Ok((mut socket, peer)) = listener.accept().await {
+            if !owned_by_us(peer, local_addr) {
+                drop(socket);
+                continue;
+            }
             let handle = handle.clone();
             let host = host.clone();
             connections.spawn(async move {
@@ -84,4 +95,70 @@ pub(crate) async fn open(
         local_addr,
         guard: Box::new(AbortOnDrop(task)),
     })
+}
+
+/// True when the local socket `peer`, connected to `listener`, belongs to this process's
+/// effective user. Linux only: elsewhere there is no socket table to read, and every local
+/// connection is accepted.
+fn owned_by_us(peer: SocketAddr, listener: SocketAddr) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    socket_owner(&table, peer, listener) == Some(nix::unistd::geteuid().as_raw())
+}
+
+/// The uid of the socket `local` connected to `remote`, from the text of `/proc/net/tcp`.
+fn socket_owner(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+    let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (local, remote) else {
+        return None;
+    };
+    // The kernel prints the address as the u32 it holds, in the machine's byte order.
+    let hex = |a: std::net::SocketAddrV4| {
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        )
+    };
+    let (want_local, want_remote) = (hex(local), hex(remote));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&want_local.as_str())
+            && fields.get(2) == Some(&want_remote.as_str()))
+        .then(|| fields.get(7)?.parse().ok())
+        .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_table_names_the_owner_of_a_connection() {
+        // Two lines of a real /proc/net/tcp (little-endian): 127.0.0.1:34567 -> 127.0.0.1:2379
+        // owned by uid 1000, and the listener.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:0953 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n\
+           1: 0100007F:8707 0100007F:0953 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0000000000000000 20 4 30 10 -1\n";
+        let peer: SocketAddr = "127.0.0.1:34567".parse().unwrap();
+        let listener: SocketAddr = "127.0.0.1:2387".parse().unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(socket_owner(table, peer, listener), Some(1000));
+            assert_eq!(socket_owner(table, listener, peer), None);
+        }
+    }
+
+    #[test]
+    fn our_own_connections_are_ours() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(owned_by_us(peer, addr));
+    }
 }

@@ -86,6 +86,21 @@ impl client::Handler for ClientHandler {
             Verdict::Revoked(at) => self.refuse(format!(
                 "the server offered {offered}, which {at} marks as @revoked"
             )),
+            Verdict::Unknown { other_types } if self.accept_new && !other_types.is_empty() => {
+                let recorded: Vec<String> = other_types
+                    .iter()
+                    .map(|(at, kind)| format!("a {kind} key at {at}"))
+                    .collect();
+                self.refuse(format!(
+                    "the server offered {offered}, but {} is on record for `{name}`; \
+                     --accept-new-host-keys records keys of hosts that have none, never a second \
+                     key type for a known host (OpenSSH refuses this too): confirm the new key on \
+                     the node's console (`ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub`) and add \
+                     it to known_hosts yourself, or make sshd offer the recorded key type",
+                    recorded.join(" and "),
+                    key_file_stem(&key.algorithm()),
+                ))
+            }
             Verdict::Unknown { .. } if self.accept_new => {
                 let Some(file) = self.user_files.first() else {
                     return self.refuse("no known_hosts file is configured to record the key in".into());
@@ -131,4 +146,51 @@ impl client::Handler for ClientHandler {
 /// `ed25519`, `ecdsa`, `rsa`: the middle of `/etc/ssh/ssh_host_*_key.pub`.
 fn key_file_stem(alg: &Algorithm) -> String {
     key_type(alg).to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use client::Handler;
+
+    const ED25519: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIIOIIXPt09XK+Layg8m/D9P2tW+4Du2RBe6RaENWF68x";
+    const ECDSA: &str = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBASdKK0aYk7wFqyWo1jr6kkR4OIk4sh5qai8cDYTEvEsKNzzUcIXkAxRUqwlVmzQS26jzi3j73ZyGGlBNODP6hI=";
+
+    fn handler(files: Vec<PathBuf>, accept_new: bool) -> ClientHandler {
+        ClientHandler {
+            lookup_name: "cp-1".into(),
+            user_files: files.clone(),
+            all_files: files,
+            accept_new,
+            refusal: Arc::new(Mutex::new(None)),
+            notes: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Issue 13: with --accept-new-host-keys, a key of a new type is refused while the host
+    /// has a key of another type on record; a host with no key at all is recorded.
+    #[tokio::test]
+    async fn accept_new_never_adds_a_second_key_type_to_a_known_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        let recorded = format!("cp-1 ecdsa-sha2-nistp256 {ECDSA}\n");
+        std::fs::write(&kh, &recorded).unwrap();
+        let offered = russh::keys::parse_public_key_base64(ED25519).unwrap();
+        let mut h = handler(vec![kh.clone()], true);
+        let trusted = h
+            .check_server_key(&PublicKeyOrCertificate::from(offered.clone()))
+            .await
+            .unwrap();
+        assert!(!trusted);
+        let reason = h.refusal.lock().unwrap().clone().unwrap();
+        assert!(reason.contains("a ECDSA key at"), "{reason}");
+        assert!(reason.contains("never a second key type"), "{reason}");
+        assert_eq!(std::fs::read_to_string(&kh).unwrap(), recorded);
+
+        let mut h = handler(vec![dir.path().join("new_known_hosts")], true);
+        assert!(h
+            .check_server_key(&PublicKeyOrCertificate::from(offered))
+            .await
+            .unwrap());
+    }
 }

@@ -147,7 +147,8 @@ fn names_match(patterns: &str, name: &str) -> bool {
     matched
 }
 
-/// `salt|hash`, both base64: HMAC-SHA1 of the name keyed with the salt.
+/// `salt|hash`, both base64: HMAC-SHA1 of the name keyed with the salt. Host names are
+/// case-insensitive: OpenSSH lowercases the name before hashing it, and so does this.
 fn hashed_match(salt_and_hash: &str, name: &str) -> bool {
     let Some((salt, hash)) = salt_and_hash.split_once('|') else {
         return false;
@@ -158,7 +159,19 @@ fn hashed_match(salt_and_hash: &str, name: &str) -> bool {
     ) else {
         return false;
     };
-    hmac_sha1(&salt, name.as_bytes()).as_slice() == hash.as_slice()
+    hmac_sha1(&salt, name.to_ascii_lowercase().as_bytes()).as_slice() == hash.as_slice()
+}
+
+/// `|1|salt|hash` for `name` with a fresh random salt, as `HashKnownHosts yes` writes it.
+fn hashed_name(name: &str) -> std::io::Result<String> {
+    let mut salt = [0u8; 20];
+    getrandom::fill(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let hash = hmac_sha1(&salt, name.to_ascii_lowercase().as_bytes());
+    Ok(format!(
+        "|1|{}|{}",
+        BASE64.encode(&salt),
+        BASE64.encode(&hash)
+    ))
 }
 
 /// HMAC (RFC 2104) over SHA-1, the construction OpenSSH uses for hashed host names.
@@ -254,7 +267,9 @@ pub fn recorded_algorithms(files: &[PathBuf], name: &str) -> Vec<Algorithm> {
 static APPEND: Mutex<()> = Mutex::new(());
 
 /// Records `key` for `name` at the end of `file` (created, with its directory, if missing), as
-/// `StrictHostKeyChecking=accept-new` does. Returns the line number written.
+/// `StrictHostKeyChecking=accept-new` does. In a file that already holds hashed names the new
+/// name is hashed too, as `HashKnownHosts yes` would write it, so the file does not start to
+/// list the hosts in clear. Returns the line number written.
 pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<usize> {
     let _guard = APPEND.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(dir) = file.parent() {
@@ -275,7 +290,15 @@ pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<usize
     let encoded = key
         .to_openssh()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    line.push_str(&format!("{name} {}\n", encoded.trim_end()));
+    let hashed = String::from_utf8_lossy(&existing)
+        .lines()
+        .any(|l| l.trim_start().starts_with("|1|"));
+    let shown = if hashed {
+        hashed_name(name)?
+    } else {
+        name.to_string()
+    };
+    line.push_str(&format!("{shown} {}\n", encoded.trim_end()));
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -437,6 +460,32 @@ mod tests {
             Verdict::Trusted(Location { line: 3, .. })
         ));
         assert!(matches!(check(&files, "x", &key(K2)), Verdict::Trusted(_)));
+    }
+
+    /// Issue 13: hashed names match whatever the case of the host name, as plain ones do.
+    #[test]
+    fn hashed_names_match_case_insensitively() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir, HASHED);
+        assert!(matches!(
+            check(&f, "CP-1.Example", &key(K1)),
+            Verdict::Trusted(Location { line: 1, .. })
+        ));
+    }
+
+    /// Issue 13: a key recorded in a file of hashed names is hashed too, and still verifies.
+    #[test]
+    fn append_hashes_the_name_in_a_hashed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir, HASHED);
+        assert_eq!(append(&f[0], "[cp-2.example]:2222", &key(K2)).unwrap(), 3);
+        let text = std::fs::read_to_string(&f[0]).unwrap();
+        assert!(!text.contains("cp-2"), "{text}");
+        assert!(text.lines().nth(2).unwrap().starts_with("|1|"), "{text}");
+        assert!(matches!(
+            check(&f, "[CP-2.example]:2222", &key(K2)),
+            Verdict::Trusted(Location { line: 3, .. })
+        ));
     }
 
     #[test]
