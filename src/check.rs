@@ -156,7 +156,7 @@ pub struct NodeReport {
     pub name: String,
     /// `user@host:port`.
     pub address: String,
-    /// Jump hosts, first hop first.
+    /// Jump hosts, first hop first, or the ProxyCommand.
     pub via: Vec<String>,
     /// True when every check passed.
     pub ok: bool,
@@ -186,7 +186,7 @@ impl NodeReport {
         NodeReport {
             name: target.node.clone(),
             address: target.endpoint.to_string(),
-            via: target.jumps.iter().map(ToString::to_string).collect(),
+            via: target.via(),
             ok: false,
             reachable: Check::skipped("not tried"),
             authenticated: Check::skipped(PENDING),
@@ -1043,9 +1043,12 @@ mod tests {
                 known_hosts: vec![],
                 global_known_hosts: vec![],
                 host_key_alias: None,
+                certificate_files: vec![],
+                proxy_command: None,
             },
             jumps: vec![],
             sudo: Default::default(),
+            sudo_password: Default::default(),
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             keepalive_interval: None,

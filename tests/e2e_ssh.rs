@@ -283,3 +283,53 @@ async fn the_port_forward_refuses_other_local_users() {
         .unwrap();
     assert_eq!(&got, b"pong");
 }
+
+/// ProxyCommand: the session runs over a local command's standard input and output (socat
+/// here); the command is killed when the session ends.
+#[tokio::test]
+async fn a_proxy_command_carries_the_session_and_ends_with_it() {
+    let sshd = Sshd::start();
+    let mut target = sshd.target("cp-1");
+    let marker = format!("TCP:127.0.0.1:{}", sshd.port);
+    target.endpoint.proxy_command = Some(format!("socat - {marker}"));
+    let node = connect(&sshd, &target).await;
+    let out = node
+        .run(&etcd_recover::remote::Cmd::new(["echo", "through the proxy"]).unprivileged())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "through the proxy\n");
+    let socat = || {
+        descendants(std::process::id())
+            .into_iter()
+            .filter(|(_, comm)| comm == "socat")
+            .count()
+    };
+    assert_eq!(socat(), 1);
+    node.close().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while socat() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the ProxyCommand outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A ProxyCommand that fails: the error names the command and shows what it printed, with
+/// control characters escaped.
+#[tokio::test]
+async fn a_failing_proxy_command_is_named_with_its_stderr() {
+    let sshd = Sshd::start();
+    let mut target = sshd.target("cp-1");
+    // Run as OpenSSH does, `exec COMMAND`: the inner shell is what exits with 3.
+    target.endpoint.proxy_command =
+        Some("sh -c 'printf \"bastion says no\\033[31m\\n\" >&2; exit 3'".into());
+    let err = connector(false).connect(&target).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RemoteError::Unreachable { .. }), "{text}");
+    assert!(text.contains("through the ProxyCommand `sh -c"), "{text}");
+    assert!(text.contains("exit status: 3"), "{text}");
+    assert!(text.contains("bastion says no\\u{1b}[31m"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+}

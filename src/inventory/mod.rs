@@ -19,6 +19,7 @@ use std::time::Duration;
 pub use diag::{Diagnostic, InventoryError};
 pub use model::{
     Commands, EtcdSettings, Inventory, ManifestsDir, Node, RestoreTool, SshSettings, SudoMode,
+    SudoPassword,
 };
 pub use ssh_config::{HostConfig, SshConfig, SshConfigError};
 pub use target::{

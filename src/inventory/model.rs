@@ -52,6 +52,17 @@ pub enum SudoMode {
     Never,
 }
 
+/// Whether privileged commands get the login user's sudo password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SudoPassword {
+    /// Never: sudo must not ask (`sudo -n`).
+    #[default]
+    None,
+    /// Ask it once, on the terminal, before connecting; feed it to `sudo -S`.
+    Prompt,
+}
+
 /// SSH settings as written in the inventory; `None` means "not said here".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SshSettings {
@@ -65,8 +76,13 @@ pub struct SshSettings {
     pub known_hosts: Option<Vec<PathBuf>>,
     /// `[user@]host[:port]` hops, comma-separated, or `none`.
     pub proxy_jump: Option<String>,
+    /// A local command whose standard input and output carry the SSH connection (OpenSSH's
+    /// `ProxyCommand`, with `%h %p %r %n %%`), or `none`.
+    pub proxy_command: Option<String>,
     /// When to use sudo.
     pub sudo: Option<SudoMode>,
+    /// Whether sudo gets a password.
+    pub sudo_password: Option<SudoPassword>,
     /// Limit for TCP connect, SSH handshake and authentication.
     pub connect_timeout: Option<Duration>,
     /// Default limit for one remote command.
@@ -91,8 +107,19 @@ impl SshSettings {
                 .known_hosts
                 .clone()
                 .or_else(|| self.known_hosts.clone()),
-            proxy_jump: over.proxy_jump.clone().or_else(|| self.proxy_jump.clone()),
+            // The proxy is one setting: a node that names either kind replaces both.
+            proxy_jump: if over.proxy_jump.is_some() || over.proxy_command.is_some() {
+                over.proxy_jump.clone()
+            } else {
+                self.proxy_jump.clone()
+            },
+            proxy_command: if over.proxy_jump.is_some() || over.proxy_command.is_some() {
+                over.proxy_command.clone()
+            } else {
+                self.proxy_command.clone()
+            },
             sudo: over.sudo.or(self.sudo),
+            sudo_password: over.sudo_password.or(self.sudo_password),
             connect_timeout: over.connect_timeout.or(self.connect_timeout),
             command_timeout: over.command_timeout.or(self.command_timeout),
             keepalive_interval: over.keepalive_interval.or(self.keepalive_interval),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::diag::{closest, Collector, Diagnostic};
 use super::model::{
     Commands, EtcdSettings, Inventory, ManifestsDir, Node, RestoreTool, SshSettings, SudoMode,
+    SudoPassword,
 };
 use super::target::parse_proxy_jump;
 use super::yaml::{self, Key, Pos, Value};
@@ -19,7 +20,9 @@ const SSH_KEYS: &[&str] = &[
     "identity_file",
     "known_hosts",
     "proxy_jump",
+    "proxy_command",
     "sudo",
+    "sudo_password",
     "connect_timeout",
     "command_timeout",
     "keepalive_interval",
@@ -360,6 +363,17 @@ impl Cx<'_> {
             return s;
         };
         self.check_keys(entries, SSH_KEYS, &format!("`{section}`"));
+        let jump = entries.iter().find(|(k, _)| k.text == "proxy_jump");
+        let command = entries.iter().find(|(k, _)| k.text == "proxy_command");
+        if let (Some(_), Some((key, _))) = (jump, command) {
+            self.out.error(
+                key.pos,
+                format!("`{section}` sets both `proxy_jump` and `proxy_command`"),
+                Some(
+                    "keep one: the connection goes through jump hosts or through a command".into(),
+                ),
+            );
+        }
         for (key, value) in entries {
             let k = key.text.as_str();
             match k {
@@ -397,6 +411,36 @@ impl Cx<'_> {
                                 value.pos,
                                 format!("invalid `proxy_jump`: {e}"),
                                 Some("write `[user@]host[:port]`, several hops separated by commas, or `none`".into()),
+                            );
+                            None
+                        }
+                    })
+                }
+                "proxy_command" => {
+                    s.proxy_command = self.string(value, k).and_then(|c| {
+                        if c.trim().is_empty() {
+                            self.out.error(
+                                value.pos,
+                                "`proxy_command` is empty",
+                                Some("write the command, e.g. `ssh -W %h:%p bastion`, or `none`".into()),
+                            );
+                            None
+                        } else if self.plain_text(&c, value.pos, k) {
+                            Some(c)
+                        } else {
+                            None
+                        }
+                    })
+                }
+                "sudo_password" => {
+                    s.sudo_password = self.string(value, k).and_then(|v| match v.as_str() {
+                        "prompt" => Some(SudoPassword::Prompt),
+                        "none" => Some(SudoPassword::None),
+                        other => {
+                            self.out.error(
+                                value.pos,
+                                format!("`sudo_password: {other}` is not a choice"),
+                                Some("use `prompt` (asked once on the terminal) or `none` (passwordless sudo)".into()),
                             );
                             None
                         }

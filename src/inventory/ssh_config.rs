@@ -59,6 +59,8 @@ struct Block {
 struct Directive {
     keyword: String,
     args: Vec<String>,
+    /// The rest of the line after the keyword, as written (for `ProxyCommand`).
+    raw: String,
     file: PathBuf,
     line: usize,
 }
@@ -76,8 +78,12 @@ pub struct HostConfig {
     pub identity_files: Vec<String>,
     /// `IdentitiesOnly`.
     pub identities_only: Option<bool>,
-    /// `ProxyJump`.
+    /// `ProxyJump`, unless a `ProxyCommand` came first.
     pub proxy_jump: Option<String>,
+    /// `ProxyCommand` (the rest of its line, as written), unless a `ProxyJump` came first.
+    pub proxy_command: Option<String>,
+    /// Every `CertificateFile`, in order.
+    pub certificate_files: Vec<String>,
     /// `UserKnownHostsFile` (all files of the first occurrence).
     pub user_known_hosts: Option<Vec<String>>,
     /// `GlobalKnownHostsFile`.
@@ -201,6 +207,7 @@ impl SshConfig {
                         block.directives.push(Directive {
                             keyword,
                             args,
+                            raw: rest_of_line(raw),
                             file: path.to_path_buf(),
                             line: line_no,
                         });
@@ -287,7 +294,14 @@ fn apply(out: &mut HostConfig, d: &Directive, host: &str) {
         "identitiesonly" if out.identities_only.is_none() => {
             out.identities_only = Some(first.eq_ignore_ascii_case("yes"));
         }
-        "proxyjump" if out.proxy_jump.is_none() => out.proxy_jump = Some(first),
+        // As in OpenSSH, whichever of ProxyJump and ProxyCommand comes first wins.
+        "proxyjump" if out.proxy_jump.is_none() && out.proxy_command.is_none() => {
+            out.proxy_jump = Some(first)
+        }
+        "proxycommand" if out.proxy_jump.is_none() && out.proxy_command.is_none() => {
+            out.proxy_command = Some(d.raw.clone())
+        }
+        "certificatefile" => out.certificate_files.push(first),
         "userknownhostsfile" if out.user_known_hosts.is_none() => {
             out.user_known_hosts = Some(d.args.clone());
         }
@@ -341,6 +355,8 @@ fn validate(keyword: &str, args: &[String]) -> Result<(), String> {
         "port",
         "identityfile",
         "proxyjump",
+        "proxycommand",
+        "certificatefile",
         "userknownhostsfile",
         "globalknownhostsfile",
         "hostkeyalias",
@@ -366,6 +382,17 @@ fn validate(keyword: &str, args: &[String]) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// What follows the keyword (and an `=`) on a line, trimmed: OpenSSH takes `ProxyCommand`'s
+/// value this way, quotes and all.
+fn rest_of_line(line: &str) -> String {
+    let trimmed = line.trim();
+    let key_end = trimmed
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(trimmed.len());
+    let rest = trimmed[key_end..].trim_start();
+    rest.strip_prefix('=').unwrap_or(rest).trim().to_string()
 }
 
 /// Splits a line into a lowercased keyword and its arguments (`Key value`, `Key=value`,
@@ -484,6 +511,29 @@ mod tests {
         let other = c.lookup("db-1");
         assert_eq!(other.user.as_deref(), Some("nobody"));
         assert_eq!(other.identity_files, ["~/.ssh/id_ed25519"]);
+    }
+
+    /// ProxyJump and ProxyCommand: the first one obtained wins, as in OpenSSH; the command is
+    /// the rest of its line, quotes and all.
+    #[test]
+    fn the_first_of_proxy_jump_and_proxy_command_wins() {
+        let c = cfg(
+            "Host a\n  ProxyCommand sh -c \"nc %h %p\" 2>/dev/null\n  ProxyJump j\n\
+                     Host b\n  ProxyJump j\nHost *\n  ProxyCommand=socat - TCP:%h:%p\n  \
+                     CertificateFile ~/.ssh/id-cert.pub\n",
+        );
+        let a = c.lookup("a");
+        assert_eq!(
+            a.proxy_command.as_deref(),
+            Some("sh -c \"nc %h %p\" 2>/dev/null")
+        );
+        assert_eq!(a.proxy_jump, None);
+        let b = c.lookup("b");
+        assert_eq!(b.proxy_jump.as_deref(), Some("j"));
+        assert_eq!(b.proxy_command, None);
+        let other = c.lookup("x");
+        assert_eq!(other.proxy_command.as_deref(), Some("socat - TCP:%h:%p"));
+        assert_eq!(other.certificate_files, ["~/.ssh/id-cert.pub"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{Inventory, Node, SudoMode};
+use super::model::{Inventory, Node, SudoMode, SudoPassword};
 use super::ssh_config::{HostConfig, SshConfig};
 
 /// Default limit for TCP connect, handshake and authentication.
@@ -44,6 +44,12 @@ pub struct Endpoint {
     pub global_known_hosts: Vec<PathBuf>,
     /// Name to look up in known_hosts instead of `host` (`HostKeyAlias`).
     pub host_key_alias: Option<String>,
+    /// User certificates to offer with the keys (`CertificateFile`); a key's own
+    /// `KEY-cert.pub` is offered as well.
+    pub certificate_files: Vec<PathBuf>,
+    /// A local command to run and talk SSH over (`ProxyCommand`, tokens expanded), instead of
+    /// a TCP connection. Only the first hop is connected this way.
+    pub proxy_command: Option<String>,
 }
 
 impl Endpoint {
@@ -75,6 +81,8 @@ pub struct SshTarget {
     pub jumps: Vec<Endpoint>,
     /// When to use sudo.
     pub sudo: SudoMode,
+    /// Whether sudo gets the user's password (asked once, up front).
+    pub sudo_password: SudoPassword,
     /// Limit for TCP connect, handshake and authentication (per hop).
     pub connect_timeout: Duration,
     /// Default limit for one remote command.
@@ -83,6 +91,23 @@ pub struct SshTarget {
     pub keepalive_interval: Option<Duration>,
     /// Unanswered keepalives before the session is considered dead.
     pub keepalive_max: u32,
+}
+
+impl SshTarget {
+    /// How the node is reached besides its own address, for `check`: the jump hosts, first
+    /// hop first, or the ProxyCommand.
+    pub fn via(&self) -> Vec<String> {
+        match &self.endpoint.proxy_command {
+            Some(command) if self.jumps.is_empty() => vec![format!("ProxyCommand `{command}`")],
+            _ => {
+                let mut via: Vec<String> = self.jumps.iter().map(ToString::to_string).collect();
+                if let Some(command) = self.jumps.first().and_then(|j| j.proxy_command.as_ref()) {
+                    via.insert(0, format!("ProxyCommand `{command}`"));
+                }
+                via
+            }
+        }
+    }
 }
 
 /// Inputs to resolution besides the inventory.
@@ -155,22 +180,38 @@ pub fn resolve_target(node: &Node, opts: &ResolveOptions) -> Result<SshTarget, R
         },
     };
     let global_known_hosts = global_known_hosts(&cfg, &tokens);
+    // ProxyJump and ProxyCommand are one setting: the inventory's (either) wins, else the SSH
+    // config's first one.
+    let inventory_proxy = s.proxy_jump.is_some() || s.proxy_command.is_some();
+    let (jump_value, command_value, jump_source) = if inventory_proxy {
+        (
+            s.proxy_jump.clone(),
+            s.proxy_command.clone(),
+            "the inventory".to_string(),
+        )
+    } else {
+        (
+            cfg.proxy_jump.clone(),
+            cfg.proxy_command.clone(),
+            "the SSH config".to_string(),
+        )
+    };
     let endpoint = Endpoint {
-        host,
+        host: host.clone(),
         port,
-        user,
+        user: user.clone(),
         identity_files,
         identities_explicit,
         identities_only: cfg.identities_only.unwrap_or(false),
         known_hosts,
         global_known_hosts,
         host_key_alias: cfg.host_key_alias.clone(),
-    };
-
-    let (jump_value, jump_source) = match (&s.proxy_jump, &cfg.proxy_jump) {
-        (Some(j), _) => (Some(j.clone()), "the inventory".to_string()),
-        (None, Some(j)) => (Some(j.clone()), "the SSH config".to_string()),
-        (None, None) => (None, String::new()),
+        certificate_files: cfg
+            .certificate_files
+            .iter()
+            .map(|f| tokens.path(f))
+            .collect(),
+        proxy_command: proxy_command(command_value.as_deref(), &tokens),
     };
     let jumps = match jump_value {
         None => Vec::new(),
@@ -196,6 +237,7 @@ pub fn resolve_target(node: &Node, opts: &ResolveOptions) -> Result<SshTarget, R
         endpoint,
         jumps,
         sudo: s.sudo.unwrap_or_default(),
+        sudo_password: s.sudo_password.unwrap_or_default(),
         connect_timeout: opts
             .connect_timeout
             .or(s.connect_timeout)
@@ -241,7 +283,19 @@ fn resolve_jump(hop: &JumpSpec, node: &Endpoint, opts: &ResolveOptions) -> Endpo
         Some(files) => files.iter().map(|f| tokens.path(f)).collect(),
         None => node.known_hosts.clone(),
     };
+    let certificate_files = if cfg.certificate_files.is_empty() {
+        node.certificate_files.clone()
+    } else {
+        cfg.certificate_files
+            .iter()
+            .map(|f| tokens.path(f))
+            .collect()
+    };
     Endpoint {
+        certificate_files,
+        // A jump host's own ProxyCommand (from the SSH config) reaches it when it is the
+        // first hop.
+        proxy_command: proxy_command(cfg.proxy_command.as_deref(), &tokens),
         global_known_hosts: global_known_hosts(&cfg, &tokens),
         host,
         port,
@@ -252,6 +306,15 @@ fn resolve_jump(hop: &JumpSpec, node: &Endpoint, opts: &ResolveOptions) -> Endpo
         known_hosts,
         host_key_alias: cfg.host_key_alias.clone(),
     }
+}
+
+/// A ProxyCommand with its tokens expanded; `none` (any case) means no command.
+fn proxy_command(raw: Option<&str>, tokens: &Tokens<'_>) -> Option<String> {
+    let raw = raw?.trim();
+    if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    Some(tokens.expand(raw))
 }
 
 fn default_identities(home: Option<&Path>) -> Vec<PathBuf> {
@@ -297,6 +360,16 @@ struct Tokens<'a> {
 impl Tokens<'_> {
     /// Expands `%d %u %h %n %r %p %%` and a leading `~`.
     fn path(&self, raw: &str) -> PathBuf {
+        let out = self.expand(raw);
+        match (out.strip_prefix('~'), self.home) {
+            (Some(""), Some(h)) => h.to_path_buf(),
+            (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
+            _ => PathBuf::from(out),
+        }
+    }
+
+    /// Expands `%d %u %h %n %r %p %%`; other `%` sequences stay as written.
+    fn expand(&self, raw: &str) -> String {
         let mut out = String::new();
         let mut chars = raw.chars();
         while let Some(c) = chars.next() {
@@ -324,11 +397,7 @@ impl Tokens<'_> {
                 None => out.push('%'),
             }
         }
-        match (out.strip_prefix('~'), self.home) {
-            (Some(""), Some(h)) => h.to_path_buf(),
-            (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
-            _ => PathBuf::from(out),
-        }
+        out
     }
 }
 
@@ -486,6 +555,40 @@ mod tests {
         o.connect_timeout = Some(Duration::from_secs(1));
         let t = resolve_target(&node("cp-1", ssh), &o).unwrap();
         assert_eq!(t.connect_timeout, Duration::from_secs(1));
+    }
+
+    /// ProxyCommand from the inventory or the SSH config, tokens expanded; the inventory's
+    /// proxy (either kind) wins over the config's; `none` turns it off.
+    #[test]
+    fn proxy_command_expands_tokens_and_follows_the_first_proxy_setting() {
+        let config = "Host cp-*\n  HostName %h.dc1\n  User ops\n  Port 2222\n  \
+                      ProxyCommand ssh -W %h:%p -l %r bastion # 100%%\n  ProxyJump other\n";
+        let t = resolve_target(&node("cp-1", SshSettings::default()), &opts(config)).unwrap();
+        assert_eq!(
+            t.endpoint.proxy_command.as_deref(),
+            Some("ssh -W cp-1.dc1:2222 -l ops bastion # 100%")
+        );
+        assert!(t.jumps.is_empty());
+        assert_eq!(
+            t.via(),
+            ["ProxyCommand `ssh -W cp-1.dc1:2222 -l ops bastion # 100%`"]
+        );
+        // The inventory's jump host wins over the config's command, and `none` turns a
+        // command off.
+        let ssh = SshSettings {
+            proxy_jump: Some("j".into()),
+            ..Default::default()
+        };
+        let t = resolve_target(&node("cp-1", ssh), &opts(config)).unwrap();
+        assert_eq!(t.endpoint.proxy_command, None);
+        assert_eq!(t.via(), ["me@j:22"]);
+        let ssh = SshSettings {
+            proxy_command: Some("none".into()),
+            ..Default::default()
+        };
+        let t = resolve_target(&node("cp-1", ssh), &opts(config)).unwrap();
+        assert_eq!(t.endpoint.proxy_command, None);
+        assert!(t.jumps.is_empty() && t.via().is_empty());
     }
 
     #[test]

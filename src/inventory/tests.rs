@@ -275,3 +275,31 @@ fn nul_and_control_characters_in_node_values_are_refused() {
         "{p:?}"
     );
 }
+
+/// `proxy_command` and `sudo_password` parse; one section cannot set both kinds of proxy; a
+/// node's proxy (either kind) replaces the defaults'.
+#[test]
+fn proxy_command_and_sudo_password() {
+    let text = "cluster: c\nssh:\n  proxy_command: socat - TCP:%h:%p\n  sudo_password: prompt\n\
+                nodes:\n  - name: cp-1\n    host: a\n  - name: cp-2\n    host: b\n    \
+                ssh: {proxy_jump: bastion}\n";
+    let inv = parse(text).unwrap().inventory;
+    assert_eq!(
+        inv.nodes[0].ssh.proxy_command.as_deref(),
+        Some("socat - TCP:%h:%p")
+    );
+    assert_eq!(inv.nodes[0].ssh.sudo_password, Some(SudoPassword::Prompt));
+    assert_eq!(inv.nodes[1].ssh.proxy_command, None);
+    assert_eq!(inv.nodes[1].ssh.proxy_jump.as_deref(), Some("bastion"));
+
+    let both = "cluster: c\nssh:\n  proxy_jump: b\n  proxy_command: nc %h %p\nnodes:\n  - name: cp-1\n    host: a\n";
+    let p = problems(both);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("sets both `proxy_jump` and `proxy_command`")),
+        "{p:?}"
+    );
+    let bad =
+        "cluster: c\nssh:\n  sudo_password: yes-please\nnodes:\n  - name: cp-1\n    host: a\n";
+    assert!(problems(bad)[0].contains("`sudo_password: yes-please` is not a choice"));
+}

@@ -18,6 +18,7 @@ mod forward;
 mod handler;
 pub mod known_hosts;
 mod node;
+mod proxy;
 mod scripts;
 mod session;
 mod shell;

@@ -140,6 +140,7 @@ impl Connector {
             conn: std::sync::RwLock::new(Conn {
                 handle: Arc::new(connected.handle),
                 jumps: Arc::new(connected.jumps),
+                _proxy: Arc::new(connected.proxy),
                 generation: 0,
             }),
             redial: Redial {
@@ -204,6 +205,9 @@ struct Conn {
     handle: Arc<Handle<ClientHandler>>,
     /// Sessions to the jump hosts; the node's session is tunnelled through them.
     jumps: Arc<Vec<Handle<ClientHandler>>>,
+    /// The ProxyCommand the first hop runs over; killed once the last user of this
+    /// connection lets go of it.
+    _proxy: Arc<Option<super::proxy::ProxyChild>>,
     /// Bumped on every reconnection, so concurrent users redial once.
     generation: u64,
 }
@@ -352,6 +356,7 @@ impl SshNode {
                     let fresh = Conn {
                         handle: Arc::new(connected.handle),
                         jumps: Arc::new(connected.jumps),
+                        _proxy: Arc::new(connected.proxy),
                         generation: conn.generation + 1,
                     };
                     match self.conn.write() {

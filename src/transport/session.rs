@@ -13,6 +13,7 @@ use russh::{cipher, Preferred};
 use super::auth::{authenticate, KeyStore};
 use super::handler::ClientHandler;
 use super::known_hosts::{self, host_pattern_name};
+use super::proxy::{self, ProxyChild};
 use crate::inventory::{Endpoint, SshTarget};
 use crate::remote::RemoteError;
 
@@ -77,6 +78,8 @@ fn client_config(target: &SshTarget, endpoint: &Endpoint) -> Arc<Config> {
 pub(crate) struct Connected {
     pub(crate) handle: Handle<ClientHandler>,
     pub(crate) jumps: Vec<Handle<ClientHandler>>,
+    /// The first hop's ProxyCommand, killed when this is dropped.
+    pub(crate) proxy: Option<ProxyChild>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -89,6 +92,7 @@ pub(crate) async fn connect(
 ) -> Result<Connected, RemoteError> {
     let notes = Arc::new(Mutex::new(Vec::new()));
     let mut jumps: Vec<Handle<ClientHandler>> = Vec::new();
+    let mut proxy = None;
     let hops: Vec<&Endpoint> = target
         .jumps
         .iter()
@@ -101,7 +105,7 @@ pub(crate) async fn connect(
         } else {
             format!("jump host {endpoint}: ")
         };
-        let handle = tokio::time::timeout(
+        let (handle, child) = tokio::time::timeout(
             target.connect_timeout,
             connect_hop(target, endpoint, jumps.last(), keys, accept_new, &notes),
         )
@@ -116,6 +120,7 @@ pub(crate) async fn connect(
             ),
         })?
         .map_err(|e| with_prefix(e, &via))?;
+        proxy = proxy.or(child);
         jumps.push(handle);
     }
     let handle = jumps.pop().ok_or_else(|| RemoteError::Other {
@@ -126,6 +131,7 @@ pub(crate) async fn connect(
     Ok(Connected {
         handle,
         jumps,
+        proxy,
         notes,
     })
 }
@@ -153,6 +159,8 @@ fn with_prefix(e: RemoteError, via: &str) -> RemoteError {
     }
 }
 
+/// Connects and authenticates one hop: over TCP, through its ProxyCommand (first hop only),
+/// or tunnelled through the previous hop. Returns the ProxyCommand's process with the session.
 async fn connect_hop(
     target: &SshTarget,
     endpoint: &Endpoint,
@@ -160,7 +168,7 @@ async fn connect_hop(
     keys: &KeyStore,
     accept_new: bool,
     notes: &Arc<Mutex<Vec<String>>>,
-) -> Result<Handle<ClientHandler>, RemoteError> {
+) -> Result<(Handle<ClientHandler>, Option<ProxyChild>), RemoteError> {
     let node = target.node.clone();
     let refusal = Arc::new(Mutex::new(None));
     let handler = ClientHandler {
@@ -182,13 +190,24 @@ async fn connect_hop(
         addr: endpoint.to_string(),
         reason,
     };
+    let mut child = None;
     let connected = match through {
-        None => {
-            let stream = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-                .await
-                .map_err(|e| unreachable(io_reason(&e)))?;
-            client::connect_stream(config, stream, handler).await
-        }
+        None => match &endpoint.proxy_command {
+            Some(command) => {
+                let (stream, spawned) = proxy::spawn(command).map_err(|e| {
+                    unreachable(format!("cannot start the ProxyCommand `{command}`: {e}"))
+                })?;
+                child = Some(spawned);
+                client::connect_stream(config, stream, handler).await
+            }
+            None => {
+                let stream =
+                    tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                        .await
+                        .map_err(|e| unreachable(io_reason(&e)))?;
+                client::connect_stream(config, stream, handler).await
+            }
+        },
         Some(jump) => {
             let channel = jump
                 .channel_open_direct_tcpip(
@@ -211,9 +230,15 @@ async fn connect_hop(
         Ok(h) => h,
         Err(e) => {
             let refused = refusal.lock().ok().and_then(|mut r| r.take());
-            return Err(match refused {
-                Some(reason) => RemoteError::HostKey { node, reason },
-                None => unreachable(format!("SSH handshake failed: {}", russh_reason(&e))),
+            return Err(match (refused, child.as_mut()) {
+                (Some(reason), _) => RemoteError::HostKey { node, reason },
+                (None, Some(proxy)) => unreachable(format!(
+                    "SSH handshake through the ProxyCommand `{}` failed: {}; {}",
+                    endpoint.proxy_command.as_deref().unwrap_or_default(),
+                    russh_reason(&e),
+                    proxy.failure().await
+                )),
+                (None, None) => unreachable(format!("SSH handshake failed: {}", russh_reason(&e))),
             });
         }
     };
@@ -224,7 +249,7 @@ async fn connect_hop(
             reason: failure.reason,
         });
     }
-    Ok(handle)
+    Ok((handle, child))
 }
 
 fn io_reason(e: &std::io::Error) -> String {

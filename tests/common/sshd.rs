@@ -151,6 +151,8 @@ impl Sshd {
             known_hosts: vec![self.known_hosts.clone()],
             global_known_hosts: vec![],
             host_key_alias: None,
+            certificate_files: vec![],
+            proxy_command: None,
         }
     }
 
@@ -161,6 +163,7 @@ impl Sshd {
             endpoint: self.endpoint(),
             jumps: vec![],
             sudo: SudoMode::Auto,
+            sudo_password: Default::default(),
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(60),
             keepalive_interval: Some(Duration::from_secs(15)),
