@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::sshd::{keygen_with, Sshd};
 use etcd_recover::remote::{Remote, RemoteError};
 use etcd_recover::transport::{Agent, ConnectOptions, Connector, NoPrompt, SshNode};
+use etcd_recover_lab::testing::{Lab, LabOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -332,4 +333,115 @@ async fn a_failing_proxy_command_is_named_with_its_stderr() {
     assert!(text.contains("exit status: 3"), "{text}");
     assert!(text.contains("bastion says no\\u{1b}[31m"), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
+}
+
+/// `etcd-recover check -o json -i INVENTORY`, hermetic: no SSH config, no agent.
+fn check_json(inventory: &Path) -> (i32, serde_json::Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-recover"))
+        .args(["check", "-o", "json", "--ssh-config", "/dev/null", "-i"])
+        .arg(inventory)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run etcd-recover");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\n{stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// The lab's inventory with the `ssh:` defaults line `key: ...` replaced by `key: value` (or
+/// appended), written next to it as `name`.
+fn lab_inventory(lab: &Lab, name: &str, settings: &[(&str, String)]) -> PathBuf {
+    let text = std::fs::read_to_string(&lab.inventory).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for (key, value) in settings {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("  {key}:")));
+        let line = format!("  {key}: {value}");
+        match at {
+            Some(i) => lines[i] = line,
+            None => {
+                let ssh = lines.iter().position(|l| l == "ssh:").unwrap();
+                lines.insert(ssh + 1, line);
+            }
+        }
+    }
+    let path = lab.dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// Against the lab (real sshd, real etcd): `check` through a ProxyCommand shows it under
+/// `via`; host certificates signed by the lab's CA verify through an `@cert-authority` line
+/// alone (no `--accept-new-host-keys`, nothing recorded); a user certificate signed by the
+/// lab's CA logs in with a key that is not in authorized_keys.
+#[test]
+fn lab_proxy_command_host_certificates_and_user_certificates() {
+    let lab = Lab::up(LabOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .expect("lab up");
+    let ip = lab.node_ip(1);
+    let ssh_dir = lab.dir.join("ssh");
+
+    let proxied = lab_inventory(
+        &lab,
+        "proxy.yaml",
+        &[("proxy_command", "socat - TCP:%h:%p".to_string())],
+    );
+    let (code, r, stderr) = check_json(&proxied);
+    assert_eq!(code, 0, "{r}\n{stderr}");
+    assert_eq!(
+        r["nodes"][0]["via"],
+        serde_json::json!([format!("ProxyCommand `socat - TCP:{ip}:22`")])
+    );
+
+    let ca_only = ssh_dir.join("known_hosts_ca");
+    let before = std::fs::read_to_string(&ca_only).unwrap();
+    assert!(before.starts_with("@cert-authority "), "{before}");
+    let certified = lab_inventory(
+        &lab,
+        "ca.yaml",
+        &[("known_hosts", ca_only.display().to_string())],
+    );
+    let (code, r, stderr) = check_json(&certified);
+    assert_eq!(code, 0, "{r}\n{stderr}");
+    assert_eq!(std::fs::read_to_string(&ca_only).unwrap(), before);
+    // The same file with the CA line for other hosts only: refused as unknown.
+    let elsewhere = lab.dir.join("known_hosts_ca_elsewhere");
+    std::fs::write(&elsewhere, before.replacen(&ip.to_string(), "192.0.2.1", 1)).unwrap();
+    let refused = lab_inventory(
+        &lab,
+        "ca-elsewhere.yaml",
+        &[("known_hosts", elsewhere.display().to_string())],
+    );
+    let (code, r, _) = check_json(&refused);
+    assert_ne!(code, 0);
+    let failure = r["nodes"][0]["authenticated"].to_string();
+    assert!(failure.contains("no host key"), "{failure}");
+
+    // A key that sshd does not know; only its certificate gets it in.
+    let user_key = lab.dir.join("id_certified");
+    keygen_with(&user_key, "", "ed25519");
+    let inventory = lab_inventory(
+        &lab,
+        "usercert.yaml",
+        &[("identity_file", user_key.display().to_string())],
+    );
+    let (code, r, _) = check_json(&inventory);
+    assert_ne!(code, 0, "a key without certificate must be refused: {r}");
+    let signed = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(ssh_dir.join("ca"))
+        .args(["-I", "sre@example", "-n", "root"])
+        .arg(user_key.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(signed.success());
+    assert!(lab.dir.join("id_certified-cert.pub").is_file());
+    let (code, r, stderr) = check_json(&inventory);
+    assert_eq!(code, 0, "{r}\n{stderr}");
 }

@@ -184,19 +184,40 @@ fn node_ips(base: Ipv4Addr, n: usize) -> Result<Vec<Ipv4Addr>> {
 }
 
 fn ssh_keygen(path: &Path, comment: &str) -> Result<()> {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
+    run_ssh_keygen(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+        &format!("-f {}", path.display()),
+    )
+}
+
+/// Runs `ssh-keygen` with its arguments; `what` names the call in the error.
+fn run_ssh_keygen(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
         .output()
         .context("cannot run ssh-keygen (install openssh-client)")?;
     if !out.status.success() {
         bail!(
-            "ssh-keygen -f {} failed: {}",
-            path.display(),
+            "ssh-keygen {what} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     Ok(())
+}
+
+/// Signs the host key `key` (its `.pub`) with the lab's SSH CA `ca`, for the node's address and
+/// name; writes `KEY-cert.pub`.
+fn sign_host_key(ca: &Path, key: &Path, name: &str, ip: Ipv4Addr) -> Result<()> {
+    run_ssh_keygen(
+        Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(ca)
+            .args(["-h", "-I", &format!("{name} host key"), "-n"])
+            .arg(format!("{ip},{name}"))
+            .arg(key.with_extension("pub")),
+        &format!("-s {}", ca.display()),
+    )
 }
 
 fn pubkey(path: &Path) -> Result<String> {
@@ -215,8 +236,10 @@ fn sshd_config(st: &LabState, node: &NodeState) -> String {
 ListenAddress {ip}:22
 AddressFamily inet
 HostKey {hostkey}
+HostCertificate {hostkey}-cert.pub
 PidFile {pid}
 AuthorizedKeysFile {auth}
+TrustedUserCAKeys {ca}.pub
 PubkeyAuthentication yes
 AuthenticationMethods publickey
 PasswordAuthentication no
@@ -247,6 +270,7 @@ Subsystem sftp internal-sftp
         hostkey = p.ssh().join("ssh_host_ed25519_key").display(),
         pid = p.run().join("sshd.pid").display(),
         auth = st.dir.join("ssh/authorized_keys").display(),
+        ca = st.dir.join("ssh/ca").display(),
     )
 }
 
@@ -489,6 +513,8 @@ fn build(st: &LabState) -> Result<()> {
         format!("{}\n", pubkey(&user_key)?).as_bytes(),
         0o644,
     )?;
+    let ca = ssh_dir.join("ca");
+    ssh_keygen(&ca, &format!("etcd-recover-lab SSH CA@{}", dir.display()))?;
     let mut known_hosts = String::new();
     for n in &st.nodes {
         let p = NodePaths::new(&n.dir);
@@ -514,6 +540,7 @@ fn build(st: &LabState) -> Result<()> {
         )?;
         let host_key = p.ssh().join("ssh_host_ed25519_key");
         ssh_keygen(&host_key, &format!("root@{}", n.name))?;
+        sign_host_key(&ca, &host_key, &n.name, n.ip)?;
         let _ = writeln!(known_hosts, "{} {}", n.ip, pubkey(&host_key)?);
         util::write_file(
             &p.ssh().join("sshd_config"),
@@ -543,6 +570,12 @@ fn build(st: &LabState) -> Result<()> {
         )?;
     }
     util::write_file(&ssh_dir.join("known_hosts"), known_hosts.as_bytes(), 0o644)?;
+    let ips: Vec<String> = st.nodes.iter().map(|n| n.ip.to_string()).collect();
+    util::write_file(
+        &ssh_dir.join("known_hosts_ca"),
+        format!("@cert-authority {} {}\n", ips.join(","), pubkey(&ca)?).as_bytes(),
+        0o644,
+    )?;
     util::write_file(&dir.join("inventory.yaml"), inventory(st).as_bytes(), 0o644)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use russh::client::{AuthResult, Handle};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::agent::AgentIdentity;
-use russh::keys::ssh_key::PublicKey;
+use russh::keys::ssh_key::{Certificate, PublicKey};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
@@ -233,7 +233,40 @@ pub(crate) async fn authenticate(
 
     for file in &endpoint.identity_files {
         let shown = file.display();
-        match keys.load(file).await {
+        let state = keys.load(file).await;
+        // A certificate for this key (`KEY-cert.pub`, or a `CertificateFile`) goes first; the
+        // plain key follows if the server refuses it.
+        let cert = match &state {
+            KeyState::Ready(key) => certificate_for(file, key.public_key(), endpoint),
+            KeyState::InAgent(public) => certificate_for(file, public, endpoint),
+            _ => None,
+        };
+        if let Some((cert, cert_file)) = cert {
+            let res = match &state {
+                KeyState::Ready(key) => handle
+                    .authenticate_openssh_cert(&user, key.clone(), cert.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                KeyState::InAgent(_) => match agent.as_mut() {
+                    Some(agent) => handle
+                        .authenticate_certificate_with(&user, cert.clone(), rsa_hash, agent)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("the ssh-agent does not answer".to_string()),
+                },
+                _ => Err(String::new()),
+            };
+            if accepted(res, handle.is_closed(), &mut notes)? {
+                return Ok(());
+            }
+            tried.push(format!(
+                "{} (certificate `{}` for {})",
+                cert_file.display(),
+                crate::remote::printable(cert.key_id()),
+                describe(&PublicKey::new(cert.public_key().clone(), ""))
+            ));
+        }
+        match state {
             KeyState::Ready(key) => {
                 let public = key.public_key().clone();
                 let res = handle
@@ -358,6 +391,25 @@ fn accepted(
             Ok(false)
         }
     }
+}
+
+/// The user certificate for `key`: `FILE-cert.pub` next to the key file, else the first of
+/// the endpoint's `CertificateFile`s that certifies this key. Files that are missing or not
+/// certificates are skipped.
+fn certificate_for(
+    key_file: &Path,
+    key: &PublicKey,
+    endpoint: &Endpoint,
+) -> Option<(Certificate, PathBuf)> {
+    let mut next_to_key = key_file.as_os_str().to_owned();
+    next_to_key.push("-cert.pub");
+    std::iter::once(PathBuf::from(next_to_key))
+        .chain(endpoint.certificate_files.iter().cloned())
+        .find_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let cert = Certificate::from_openssh(text.trim()).ok()?;
+            (cert.public_key() == key.key_data()).then_some((cert, path))
+        })
 }
 
 /// `ED25519 SHA256:...`

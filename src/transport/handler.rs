@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use russh::client;
-use russh::keys::ssh_key::Algorithm;
+use russh::keys::ssh_key::{Algorithm, PublicKey};
 use russh::keys::PublicKeyOrCertificate;
 
-use super::known_hosts::{self, fingerprint, key_type, Verdict};
+use super::known_hosts::{self, fingerprint, key_type, CertVerdict, Verdict};
 
 /// Checks the server's host key against known_hosts; records why it refused.
 pub(crate) struct ClientHandler {
@@ -24,6 +24,9 @@ pub(crate) struct ClientHandler {
     pub(crate) refusal: Arc<Mutex<Option<String>>>,
     /// Things the user should know (a newly recorded key).
     pub(crate) notes: Arc<Mutex<Vec<String>>>,
+    /// Names a host certificate may be issued to: the host name (or `HostKeyAlias`) and the
+    /// address connected to.
+    pub(crate) principals: Vec<String>,
 }
 
 impl ClientHandler {
@@ -61,12 +64,39 @@ impl client::Handler for ClientHandler {
         &mut self,
         server_key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
+        let inner;
         let key = match server_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
-            PublicKeyOrCertificate::Certificate(_) => {
-                return self.refuse(
-                    "the server presented a host certificate; only plain host keys in known_hosts are supported".into(),
-                );
+            PublicKeyOrCertificate::Certificate(cert) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                let name = &self.lookup_name;
+                match known_hosts::check_certificate(
+                    &self.all_files,
+                    name,
+                    &self.principals,
+                    cert,
+                    now,
+                ) {
+                    CertVerdict::Trusted(_) => return Ok(true),
+                    CertVerdict::Refused(why) => {
+                        let ca = PublicKey::new(cert.signature_key().clone(), "");
+                        return self.refuse(format!(
+                            "the server presented a host certificate `{}` signed by the CA {} {}; it is refused for `{name}`: {why}",
+                            crate::remote::printable(cert.key_id()),
+                            key_type(&ca.algorithm()),
+                            fingerprint(&ca)
+                        ));
+                    }
+                    // No CA is trusted for this host: verify the certified key as a plain
+                    // host key, as OpenSSH does.
+                    CertVerdict::NoAuthority => {
+                        inner = PublicKey::new(cert.public_key().clone(), "");
+                        &inner
+                    }
+                }
             }
         };
         let offered = format!("{} key {}", key_type(&key.algorithm()), fingerprint(key));
@@ -164,6 +194,7 @@ mod tests {
             accept_new,
             refusal: Arc::new(Mutex::new(None)),
             notes: Arc::new(Mutex::new(Vec::new())),
+            principals: vec!["cp-1".into()],
         }
     }
 

@@ -1,7 +1,7 @@
 //! Host key verification against OpenSSH known_hosts files (`sshd(8)`, "SSH_KNOWN_HOSTS FILE
 //! FORMAT"): plain and hashed (`|1|salt|hmac`) names, `*`/`?`/`!` patterns, `[host]:port` for
-//! ports other than 22, and `@revoked` markers. `@cert-authority` lines are skipped: host
-//! certificates are not offered by this client.
+//! ports other than 22, `@revoked` markers, and `@cert-authority` lines, which trust host
+//! certificates signed by that CA for the hosts their patterns match ([`check_certificate`]).
 //!
 //! russh ships a checker (`russh::keys::check_known_hosts_path`), but it splits lines on single
 //! spaces, does not understand patterns or markers, gives up on the first malformed line, and
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use data_encoding::BASE64;
-use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 use sha1::{Digest, Sha1};
 
 use crate::inventory::ssh_config::glob_match;
@@ -239,6 +240,120 @@ pub fn check(files: &[PathBuf], name: &str, key: &PublicKey) -> Verdict {
             other_types: others,
         },
     }
+}
+
+/// The outcome of checking a host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertVerdict {
+    /// Signed by a CA that an `@cert-authority` line trusts for the host, and valid for it.
+    Trusted(Location),
+    /// No `@cert-authority` line matches the host: the key inside the certificate is checked
+    /// as a plain host key instead (as OpenSSH does).
+    NoAuthority,
+    /// Refused, and why.
+    Refused(String),
+}
+
+/// True when an `@cert-authority` line matches `name`: the client then asks for host
+/// certificates.
+pub fn has_cert_authority(files: &[PathBuf], name: &str) -> bool {
+    entries(files)
+        .iter()
+        .any(|e| e.marker == Marker::CertAuthority && names_match(&e.names, name))
+}
+
+/// Checks a host certificate for `name` (see [`host_pattern_name`]) at unix time `now`, as
+/// OpenSSH does: a matching `@cert-authority` line must name the signing CA; neither the CA
+/// nor the certified key may be `@revoked`; the certificate must be a host certificate, signed
+/// correctly, inside its validity window, with one of its principals equal to one of
+/// `principals` (the host name and address, case-insensitively), and without critical options.
+pub fn check_certificate(
+    files: &[PathBuf],
+    name: &str,
+    principals: &[String],
+    cert: &Certificate,
+    now: u64,
+) -> CertVerdict {
+    let all = entries(files);
+    let ca = cert.signature_key();
+    for e in all
+        .iter()
+        .filter(|e| e.marker == Marker::Revoked && names_match(&e.names, name))
+    {
+        if e.key.key_data() == cert.public_key() {
+            return CertVerdict::Refused(format!(
+                "the key it certifies is marked @revoked at {}",
+                e.at
+            ));
+        }
+        if e.key.key_data() == ca {
+            return CertVerdict::Refused(format!(
+                "the CA that signed it is marked @revoked at {}",
+                e.at
+            ));
+        }
+    }
+    let authorities: Vec<&Entry> = all
+        .iter()
+        .filter(|e| e.marker == Marker::CertAuthority && names_match(&e.names, name))
+        .collect();
+    if authorities.is_empty() {
+        return CertVerdict::NoAuthority;
+    }
+    let ca_key = PublicKey::new(ca.clone(), "");
+    let Some(authority) = authorities.iter().find(|e| e.key.key_data() == ca) else {
+        let lines: Vec<String> = authorities.iter().map(|e| e.at.to_string()).collect();
+        return CertVerdict::Refused(format!(
+            "it is signed by the CA {}, but the @cert-authority lines for `{name}` ({}) name other keys",
+            fingerprint(&ca_key),
+            lines.join(", ")
+        ));
+    };
+    if cert.cert_type() != CertType::Host {
+        return CertVerdict::Refused("it is a user certificate, not a host certificate".into());
+    }
+    if cert
+        .validate_at(now, [&ca_key.fingerprint(HashAlg::Sha256)])
+        .is_err()
+    {
+        let when = |t: u64| {
+            i64::try_from(t)
+                .ok()
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "the end of time".into())
+        };
+        return CertVerdict::Refused(if now < cert.valid_after() {
+            format!("it is not valid before {}", when(cert.valid_after()))
+        } else if now >= cert.valid_before() {
+            format!("it expired at {}", when(cert.valid_before()))
+        } else {
+            "its CA signature does not verify".into()
+        });
+    }
+    let listed = cert.valid_principals();
+    if listed.is_empty() {
+        return CertVerdict::Refused(
+            "it names no principals; a host certificate must name the host".into(),
+        );
+    }
+    if !listed
+        .iter()
+        .any(|p| principals.iter().any(|h| p.eq_ignore_ascii_case(h)))
+    {
+        return CertVerdict::Refused(format!(
+            "it is valid for {}, not for {}",
+            listed.join(", "),
+            principals.join(" or ")
+        ));
+    }
+    if !cert.critical_options().is_empty() {
+        let options: Vec<&String> = cert.critical_options().keys().collect();
+        return CertVerdict::Refused(format!(
+            "it carries critical options no host certificate may have: {options:?}"
+        ));
+    }
+    CertVerdict::Trusted(authority.at.clone())
 }
 
 fn same_type(a: &PublicKey, b: &PublicKey) -> bool {
@@ -486,6 +601,129 @@ mod tests {
             check(&f, "[CP-2.example]:2222", &key(K2)),
             Verdict::Trusted(Location { line: 3, .. })
         ));
+    }
+
+    /// Makes an ed25519 key at `dir/name` with ssh-keygen; returns its public line.
+    fn keygen(dir: &Path, name: &str) -> String {
+        let path = dir.join(name);
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Signs `dir/key.pub` with `dir/ca`; `args` are ssh-keygen's certificate options.
+    fn sign(dir: &Path, key: &str, args: &[&str]) -> Certificate {
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(dir.join("ca"))
+            .args(["-I", "test"])
+            .args(args)
+            .arg(dir.join(format!("{key}.pub")))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let text = std::fs::read_to_string(dir.join(format!("{key}-cert.pub"))).unwrap();
+        Certificate::from_openssh(text.trim()).unwrap()
+    }
+
+    /// Host certificates: trusted through a matching @cert-authority line only when host
+    /// certificate, principal, validity window, CA and revocations all agree.
+    #[test]
+    fn host_certificates_are_checked_like_openssh() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ca = keygen(d, "ca");
+        let other_ca = keygen(d, "other_ca");
+        keygen(d, "host");
+        let names = vec!["cp-1.prod".to_string(), "10.0.0.11".to_string()];
+        let now = 1_800_000_000; // 2027
+        let good = sign(d, "host", &["-h", "-n", "cp-1.prod,10.0.0.11"]);
+        let kh = |text: String| file(&dir, &text);
+        let check =
+            |f: &[PathBuf], c: &Certificate| check_certificate(f, "cp-1.prod", &names, c, now);
+
+        let trusting = kh(format!("# fleet CA\n@cert-authority *.prod {ca}\n"));
+        assert!(has_cert_authority(&trusting, "cp-1.prod"));
+        assert!(!has_cert_authority(&trusting, "db.example"));
+        assert_eq!(
+            check(&trusting, &good),
+            CertVerdict::Trusted(Location {
+                file: trusting[0].clone(),
+                line: 2
+            })
+        );
+        // The address is a principal too; names are compared without case.
+        assert!(matches!(
+            check_certificate(&trusting, "cp-1.prod", &["CP-1.PROD".into()], &good, now),
+            CertVerdict::Trusted(_)
+        ));
+
+        let refused = |f: &[PathBuf], c: &Certificate, why: &str| match check(f, c) {
+            CertVerdict::Refused(r) => assert!(r.contains(why), "{r} lacks {why}"),
+            v => panic!("{v:?}, wanted a refusal with {why}"),
+        };
+        refused(
+            &trusting,
+            &sign(d, "host", &["-h", "-n", "cp-2.prod"]),
+            "valid for cp-2.prod, not for cp-1.prod or 10.0.0.11",
+        );
+        refused(&trusting, &sign(d, "host", &["-h"]), "names no principals");
+        refused(
+            &trusting,
+            &sign(
+                d,
+                "host",
+                &["-h", "-n", "cp-1.prod", "-V", "20000101:20010101"],
+            ),
+            "expired at 2001-01-01",
+        );
+        refused(
+            &trusting,
+            &sign(
+                d,
+                "host",
+                &["-h", "-n", "cp-1.prod", "-V", "20300101:20310101"],
+            ),
+            "not valid before 2030-01-01",
+        );
+        refused(
+            &trusting,
+            &sign(d, "host", &["-n", "cp-1.prod"]),
+            "a user certificate",
+        );
+        refused(
+            &kh(format!("@cert-authority * {other_ca}\n")),
+            &good,
+            "name other keys",
+        );
+        refused(
+            &kh(format!("@cert-authority * {ca}\n@revoked * {ca}\n")),
+            &good,
+            "the CA that signed it is marked @revoked",
+        );
+        let host = std::fs::read_to_string(d.join("host.pub")).unwrap();
+        refused(
+            &kh(format!(
+                "@cert-authority * {ca}\n@revoked cp-1.prod {}\n",
+                host.trim()
+            )),
+            &good,
+            "the key it certifies is marked @revoked",
+        );
+        // A CA for other hosts does not apply: the key inside is checked as a plain key.
+        assert_eq!(
+            check(&kh(format!("@cert-authority *.staging {ca}\n")), &good),
+            CertVerdict::NoAuthority
+        );
     }
 
     #[test]

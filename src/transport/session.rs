@@ -57,8 +57,15 @@ fn client_config(target: &SshTarget, endpoint: &Endpoint) -> Arc<Config> {
             keys.push(alg.clone());
         }
     }
+    // Host certificates are asked for only where an @cert-authority line could verify them.
+    let certificates = if known_hosts::has_cert_authority(&files, &name) {
+        keys.clone()
+    } else {
+        Vec::new()
+    };
     let preferred = Preferred {
         key: Cow::Owned(keys),
+        host_key_certificates: Cow::Owned(certificates),
         cipher: Cow::Borrowed(CIPHERS),
         ..Preferred::DEFAULT
     };
@@ -183,6 +190,7 @@ async fn connect_hop(
         accept_new,
         refusal: refusal.clone(),
         notes: notes.clone(),
+        principals: vec![endpoint.host_key_name().to_string(), endpoint.host.clone()],
     };
     let config = client_config(target, endpoint);
     let unreachable = |reason: String| RemoteError::Unreachable {
