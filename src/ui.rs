@@ -594,6 +594,14 @@ impl crate::transport::PassphrasePrompt for TerminalPassphrase {
             .ok()
             .map(zeroize::Zeroizing::new)
     }
+
+    fn sudo_password(&self, users: &str) -> Option<zeroize::Zeroizing<String>> {
+        dialoguer::Password::new()
+            .with_prompt(format!("sudo password for {users} on the nodes"))
+            .interact()
+            .ok()
+            .map(zeroize::Zeroizing::new)
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub struct SshOptions {
     pub accept_new_host_keys: bool,
     /// Overrides the connect timeout.
     pub connect_timeout: Option<std::time::Duration>,
+    /// Ask for the sudo password on every node (`ssh.sudo_password: prompt`).
+    pub ask_sudo_password: bool,
     /// Ask for key passphrases on the terminal (else such keys must be in ssh-agent).
     pub interactive: bool,
 }
@@ -204,8 +206,13 @@ pub fn ssh_setup(inv: &Inventory, opts: &SshOptions) -> anyhow::Result<SshSetup>
         .hint("fix the SSH config, or pass another one with --ssh-config FILE")?;
     let notes = config.notes.clone();
     let resolve = inventory::ResolveOptions::from_environment(config, opts.connect_timeout);
-    let targets = inventory::resolve_targets(inv, &resolve)
+    let mut targets = inventory::resolve_targets(inv, &resolve)
         .hint("fix `proxy_jump` in the inventory or ProxyJump in the SSH config")?;
+    if opts.ask_sudo_password {
+        for t in &mut targets {
+            t.sudo_password = inventory::SudoPassword::Prompt;
+        }
+    }
     let prompt: Arc<dyn crate::transport::PassphrasePrompt> = if opts.interactive {
         Arc::new(crate::ui::TerminalPassphrase)
     } else {
@@ -249,7 +256,7 @@ pub fn hint_for(e: &crate::remote::RemoteError) -> String {
         E::Unreachable { .. } => "check that the node is up, sshd runs and the address and port in the inventory are right; other nodes are unaffected".into(),
         E::HostKey { .. } => "compare the fingerprint with the node's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on its console); accept a new host with --accept-new-host-keys; a changed key is never accepted automatically".into(),
         E::Auth { .. } => "check ssh.user and ssh.identity_file in the inventory, or load the key into ssh-agent".into(),
-        E::Sudo { .. } => "allow passwordless sudo for this user on the node (NOPASSWD), or connect as root".into(),
+        E::Sudo { .. } => "allow passwordless sudo for this user on the node (NOPASSWD), connect as root, or type the password once with `ssh.sudo_password: prompt` / --ask-sudo-password".into(),
         _ => "see the error above".into(),
     }
 }

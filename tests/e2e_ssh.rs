@@ -445,3 +445,137 @@ fn lab_proxy_command_host_certificates_and_user_certificates() {
     let (code, r, stderr) = check_json(&inventory);
     assert_eq!(code, 0, "{r}\n{stderr}");
 }
+
+/// A prompt that knows the sudo password (as the terminal prompt would be answered).
+struct SudoPrompt(&'static str);
+
+impl etcd_recover::transport::PassphrasePrompt for SudoPrompt {
+    fn passphrase(&self, _: &Path, _: u32) -> Option<zeroize::Zeroizing<String>> {
+        None
+    }
+    fn sudo_password(&self, _: &str) -> Option<zeroize::Zeroizing<String>> {
+        Some(zeroize::Zeroizing::new(self.0.to_string()))
+    }
+}
+
+/// A login user whose sudo asks for a password; the sudoers rule is removed on drop.
+struct PasswordSudoUser;
+
+impl PasswordSudoUser {
+    const RULE: &'static str = "/etc/sudoers.d/etcd-recover-test-sudo-password";
+
+    fn create(name: &'static str, password: &str) -> Self {
+        let exists = std::process::Command::new("id")
+            .arg(name)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !exists {
+            let ok = std::process::Command::new("useradd")
+                .args(["-m", "-s", "/bin/sh", name])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "useradd {name}");
+        }
+        let mut chpasswd = std::process::Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        chpasswd
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{name}:{password}\n").as_bytes())
+            .unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+        std::fs::write(Self::RULE, format!("{name} ALL=(ALL) ALL\n")).unwrap();
+        std::fs::set_permissions(
+            Self::RULE,
+            std::os::unix::fs::PermissionsExt::from_mode(0o440),
+        )
+        .unwrap();
+        PasswordSudoUser
+    }
+}
+
+impl Drop for PasswordSudoUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Self::RULE);
+    }
+}
+
+/// sudo with a password: asked once, checked at connect time, fed to `sudo -S` so that
+/// privileged commands, atomic writes and uploads run as root, while each command's own input
+/// arrives intact (the password never leaks into it). A wrong password fails the connection
+/// with a sudo error before any command runs.
+#[tokio::test]
+async fn sudo_with_a_password_runs_privileged_commands_and_refuses_a_wrong_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start();
+    let _user = PasswordSudoUser::create("etcdrecsudopw", "Right-Pass-1");
+    // sshd reads authorized_keys as the user: let it in.
+    std::fs::set_permissions(sshd.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut target = sshd.target("cp-1");
+    target.endpoint.user = "etcdrecsudopw".into();
+    target.sudo_password = etcd_recover::inventory::SudoPassword::Prompt;
+    let connector = |password: &'static str| {
+        Connector::new(
+            ConnectOptions {
+                accept_new_host_keys: false,
+                agent: Agent::Disabled,
+            },
+            Arc::new(SudoPrompt(password)),
+        )
+    };
+
+    let node = connector("Right-Pass-1")
+        .connect(&target)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert!(!node.is_root() && node.uses_sudo());
+    let out = node
+        .run(&etcd_recover::remote::Cmd::new(["id", "-u"]))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "0\n");
+    let out = node
+        .run(&etcd_recover::remote::Cmd::new(["cat"]).stdin("only this\n"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_text(), "only this\n");
+    let dir = sshd.dir.path().join("root-only");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let written = dir.join("etcd.yaml");
+    node.write_file_atomic(
+        written.to_str().unwrap(),
+        b"apiVersion: v1\n",
+        &etcd_recover::remote::WriteOpts::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&written).unwrap(), b"apiVersion: v1\n");
+    let local = sshd.dir.path().join("snap");
+    std::fs::write(&local, vec![3u8; 300_000]).unwrap();
+    let uploaded = dir.join("snap");
+    node.upload(&local, uploaded.to_str().unwrap(), 0o600, None, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&uploaded).unwrap(), vec![3u8; 300_000]);
+    node.close().await;
+
+    let err = connector("Wrong-Pass")
+        .connect(&target)
+        .await
+        .expect_err("a wrong sudo password must fail the connection");
+    let text = err.to_string();
+    assert!(matches!(err, RemoteError::Sudo { .. }), "{text}");
+    assert!(
+        text.contains("sudo refused the password for etcdrecsudopw"),
+        "{text}"
+    );
+    assert!(!text.contains("Wrong-Pass"), "{text}");
+}

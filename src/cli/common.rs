@@ -32,6 +32,12 @@ pub struct SshArgs {
     /// overrides the inventory and the SSH config [default: 10]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, global = true)]
     pub connect_timeout: Option<Duration>,
+
+    /// Ask once, on the terminal, for the login user's sudo password and feed it to `sudo -S`
+    /// on every node (as `ssh.sudo_password: prompt` in the inventory does); it is checked on
+    /// every node before anything changes and never stored
+    #[arg(long, global = true)]
+    pub ask_sudo_password: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -48,6 +54,7 @@ impl SshArgs {
             ssh_config: self.ssh_config.clone(),
             accept_new_host_keys: self.accept_new_host_keys,
             connect_timeout: self.connect_timeout,
+            ask_sudo_password: self.ask_sudo_password,
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
         }
     }

@@ -26,6 +26,13 @@ pub trait PassphrasePrompt: Send + Sync {
     /// The passphrase for `key_file`, or `None` when nobody can be asked (no terminal) or the
     /// user gave up. `attempt` counts from 1. Called from a blocking thread, one at a time.
     fn passphrase(&self, key_file: &Path, attempt: u32) -> Option<Zeroizing<String>>;
+
+    /// The sudo password of `users` (comma-separated login users), asked once for the run;
+    /// `None` when nobody can be asked. Called from a blocking thread.
+    fn sudo_password(&self, users: &str) -> Option<Zeroizing<String>> {
+        let _ = users;
+        None
+    }
 }
 
 /// Never asks: passphrase-protected keys must be in the agent.

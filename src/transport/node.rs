@@ -15,13 +15,15 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect, Sig};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use zeroize::Zeroizing;
+
 use super::auth::{KeyStore, PassphrasePrompt};
 use super::forward;
 use super::handler::ClientHandler;
 use super::scripts;
 use super::session;
 use super::shell::{self, Shell, ShellError};
-use crate::inventory::{SshTarget, SudoMode};
+use crate::inventory::{SshTarget, SudoMode, SudoPassword};
 use crate::remote::{
     atomic_write_cmd, check_words, shell_join, Cmd, ExitStatus, Forward, Output, ProgressFn,
     Remote, RemoteError, WriteOpts,
@@ -95,26 +97,70 @@ impl Agent {
     }
 }
 
-/// Opens sessions to nodes; shares loaded keys (and so passphrase prompts) between them.
-#[derive(Debug, Clone)]
+/// Opens sessions to nodes; shares loaded keys (and so passphrase prompts) and the sudo
+/// password between them.
+#[derive(Clone)]
 pub struct Connector {
     keys: Arc<KeyStore>,
     options: ConnectOptions,
+    prompt: Arc<dyn PassphrasePrompt>,
+    /// The sudo password, asked at most once per run (`None` inside: nobody could be asked).
+    sudo_password: Arc<tokio::sync::OnceCell<Option<Secret>>>,
+}
+
+/// A password kept in memory only, wiped when the last holder lets go.
+type Secret = Arc<Zeroizing<String>>;
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connector {
     /// A connector that asks for key passphrases through `prompt`.
     pub fn new(options: ConnectOptions, prompt: Arc<dyn PassphrasePrompt>) -> Self {
         Connector {
-            keys: Arc::new(KeyStore::new(prompt, options.agent.socket())),
+            keys: Arc::new(KeyStore::new(prompt.clone(), options.agent.socket())),
             options,
+            prompt,
+            sudo_password: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
-    /// Loads every key file the targets use, asking passphrases now, so that connections
-    /// started afterwards do not run their timeouts while the user types.
+    /// Loads every key file the targets use, asking passphrases now, and the sudo password if
+    /// a target needs it, so that connections started afterwards do not run their timeouts
+    /// while the user types.
     pub async fn preload(&self, targets: &[SshTarget]) {
         self.keys.preload(&key_files(targets)).await;
+        let mut users: Vec<&str> = Vec::new();
+        for t in targets {
+            if t.sudo_password == SudoPassword::Prompt && !users.contains(&t.endpoint.user.as_str())
+            {
+                users.push(&t.endpoint.user);
+            }
+        }
+        if !users.is_empty() {
+            self.sudo_password(&users.join(", ")).await;
+        }
+    }
+
+    /// The sudo password, asked once through the prompt.
+    async fn sudo_password(&self, users: &str) -> Option<Secret> {
+        self.sudo_password
+            .get_or_init(|| async {
+                let prompt = self.prompt.clone();
+                let users = users.to_string();
+                tokio::task::spawn_blocking(move || prompt.sudo_password(&users))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(Arc::new)
+            })
+            .await
+            .clone()
     }
 
     /// Connects to every target in parallel. Key files are loaded (and passphrases asked) first,
@@ -126,9 +172,7 @@ impl Connector {
 
     /// Connects to one target.
     pub async fn connect(&self, target: &SshTarget) -> Result<SshNode, RemoteError> {
-        self.keys
-            .preload(&key_files(std::slice::from_ref(target)))
-            .await;
+        self.preload(std::slice::from_ref(target)).await;
         self.connect_loaded(target).await
     }
 
@@ -152,7 +196,8 @@ impl Connector {
             shells: std::sync::Mutex::new(Vec::new()),
             no_shell: std::sync::atomic::AtomicBool::new(false),
             is_root: false,
-            use_sudo: false,
+            sudo: Sudo::Off,
+            sudo_password: None,
             notes: connected.notes,
         };
         // The first command shell says who we are; without one, `id -u` does. Either way a
@@ -176,11 +221,20 @@ impl Connector {
                 .to_string(),
         };
         node.is_root = uid == "0";
-        node.use_sudo = match target.sudo {
+        let use_sudo = match target.sudo {
             SudoMode::Auto => !node.is_root,
             SudoMode::Always => true,
             SudoMode::Never => false,
         };
+        node.sudo = if use_sudo {
+            Sudo::NoPassword
+        } else {
+            Sudo::Off
+        };
+        if use_sudo && target.sudo_password == SudoPassword::Prompt {
+            let password = self.sudo_password(&target.endpoint.user).await;
+            node.use_sudo_password(password).await?;
+        }
         Ok(node)
     }
 }
@@ -233,8 +287,21 @@ pub struct SshNode {
     /// Set when a command shell cannot start on this node: commands then get a channel each.
     no_shell: std::sync::atomic::AtomicBool,
     is_root: bool,
-    use_sudo: bool,
+    sudo: Sudo,
+    /// The sudo password, when [`Sudo::Password`].
+    sudo_password: Option<Secret>,
     notes: Vec<String>,
+}
+
+/// How privileged commands run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sudo {
+    /// As the login user (root, or `sudo: never`).
+    Off,
+    /// `sudo -n --`: sudo must not ask.
+    NoPassword,
+    /// `sudo -S -k -p '' --` with the password as the first line of input.
+    Password,
 }
 
 impl std::fmt::Debug for SshNode {
@@ -243,7 +310,7 @@ impl std::fmt::Debug for SshNode {
             .field("node", &self.target.node)
             .field("endpoint", &self.target.endpoint.to_string())
             .field("jumps", &self.target.jumps.len())
-            .field("use_sudo", &self.use_sudo)
+            .field("sudo", &self.sudo)
             .finish()
     }
 }
@@ -266,9 +333,68 @@ impl SshNode {
         self.is_root
     }
 
-    /// True when privileged commands go through `sudo -n`.
+    /// True when privileged commands go through sudo.
     pub fn uses_sudo(&self) -> bool {
-        self.use_sudo
+        self.sudo != Sudo::Off
+    }
+
+    /// Switches privileged commands to `sudo -S` with `password`, unless sudo needs no
+    /// password on this node (`sudo -n true` succeeds; then a note says the password is not
+    /// used). The password is checked here, before anything else runs: a wrong one is a
+    /// [`RemoteError::Sudo`].
+    async fn use_sudo_password(&mut self, password: Option<Secret>) -> Result<(), RemoteError> {
+        let probe = Cmd::new(["true"]).timeout(self.target.command_timeout);
+        let without = match self.exec(&probe).await {
+            Ok(out) => out.status.success(),
+            // sudo said it needs a password (or a terminal): exactly the case for one.
+            Err(RemoteError::Sudo { .. }) => false,
+            Err(other) => return Err(other),
+        };
+        if without {
+            self.notes.push(format!(
+                "sudo needs no password for {} on this node; the sudo password is not used",
+                self.target.endpoint.user
+            ));
+            return Ok(());
+        }
+        let user = self.target.endpoint.user.clone();
+        let Some(password) = password else {
+            return Err(RemoteError::Sudo {
+                node: self.target.node.clone(),
+                user,
+                reason: "sudo needs a password (`sudo_password: prompt`) and none was given: no terminal to ask on, or the prompt was left".into(),
+            });
+        };
+        self.sudo = Sudo::Password;
+        self.sudo_password = Some(password);
+        let said = match self.exec(&probe).await {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => out.stderr_text(),
+            Err(RemoteError::Sudo { reason, .. }) => reason,
+            Err(other) => return Err(other),
+        };
+        self.sudo = Sudo::NoPassword;
+        self.sudo_password = None;
+        let said = said.lines().next().unwrap_or("no message").to_string();
+        Err(RemoteError::Sudo {
+            node: self.target.node.clone(),
+            user: user.clone(),
+            reason: format!(
+                "sudo refused the password for {user} ({}); nothing was changed on the node: run again and type {user}'s password on the node",
+                crate::remote::printable(said.split("; without").next().unwrap_or_default())
+            ),
+        })
+    }
+
+    /// What a privileged command gets before its input: the sudo password, or nothing.
+    fn secret(&self, cmd: &Cmd) -> Zeroizing<Vec<u8>> {
+        match (
+            &self.sudo_password,
+            cmd.privileged && self.sudo == Sudo::Password,
+        ) {
+            (Some(p), true) => Zeroizing::new(p.as_bytes().to_vec()),
+            _ => Zeroizing::new(Vec::new()),
+        }
     }
 
     /// Things the user should know about this connection (e.g. a newly recorded host key).
@@ -433,7 +559,7 @@ impl SshNode {
     /// (root logins: "session signalling requires privilege separation"). The node-side limit
     /// is a little longer than ours, so our timeout reports first.
     fn command_line(&self, cmd: &Cmd, limit: Option<Duration>) -> String {
-        command_line(cmd, self.use_sudo, limit)
+        command_line(cmd, self.sudo, limit)
     }
 
     /// The error for a channel that ended without an exit status: when the connection is
@@ -469,12 +595,14 @@ impl SshNode {
 
     /// Turns sudo's own refusal into [`RemoteError::Sudo`]; anything else is the command's.
     fn sudo_refusal(&self, cmd: &Cmd, ended: &Ended) -> Option<RemoteError> {
-        if !(cmd.privileged && self.use_sudo) || ended.status != ExitStatus::Code(1) {
+        if !(cmd.privileged && self.sudo != Sudo::Off) || ended.status != ExitStatus::Code(1) {
             return None;
         }
         let stderr = String::from_utf8_lossy(&ended.stderr);
         let refusals = [
             "a password is required",
+            "incorrect password",
+            "no password was provided",
             "a terminal is required",
             "is not in the sudoers file",
             "is not allowed to execute",
@@ -487,7 +615,7 @@ impl SshNode {
             node: self.target.node.clone(),
             user: self.target.endpoint.user.clone(),
             reason: format!(
-                "{}; etcd-recover runs `sudo -n` and never types a password: allow {} passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/) or connect as root",
+                "{}; without `ssh.sudo_password: prompt` etcd-recover runs `sudo -n` and never types a password: allow {} passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/), connect as root, or set `sudo_password: prompt` in the inventory's `ssh` section (or pass --ask-sudo-password) to type the password once",
                 line.trim(),
                 self.target.endpoint.user
             ),
@@ -614,7 +742,8 @@ impl Remote for SshNode {
                 return self.exec_channel(cmd).await;
             };
             let left = cmd.timeout.saturating_sub(started.elapsed());
-            match tokio::time::timeout(left, sh.run(&line, b"", stdin)).await {
+            let secret = self.secret(cmd);
+            match tokio::time::timeout(left, sh.run(&line, &secret, stdin)).await {
                 Ok(Ok(reply)) => {
                     self.put_back(sh).await;
                     break reply;
@@ -699,11 +828,15 @@ impl SshNode {
     async fn exec_channel(&self, cmd: &Cmd) -> Result<Output, RemoteError> {
         let line = self.command_line(cmd, Some(cmd.timeout));
         let started = Instant::now();
-        let stdin = cmd.stdin.clone();
+        let secret = self.secret(cmd);
+        let mut input = secret_line(&secret);
+        input.extend_from_slice(cmd.stdin.as_deref().unwrap_or_default());
         let ended = self
             .run_channel(&line, cmd.timeout, |w| async move {
-                if let Some(data) = stdin {
-                    w.data_bytes(data).await.map_err(|_| FeedError::Closed)?;
+                if !input.is_empty() {
+                    w.data_bytes(input.to_vec())
+                        .await
+                        .map_err(|_| FeedError::Closed)?;
                 }
                 w.eof().await.map_err(|_| FeedError::Closed)
             })
@@ -827,7 +960,14 @@ impl SshNode {
         let (hash_tx, hash_rx) = oneshot::channel::<String>();
         let node = self.target.node.clone();
         let shown = local.display().to_string();
+        let password = secret_line(&self.secret(&cmd));
         let writer = async {
+            if !password.is_empty() {
+                write
+                    .data_bytes(password.to_vec())
+                    .await
+                    .map_err(|_| FeedError::Closed)?;
+            }
             let mut sent = 0u64;
             while let Some(chunk) = rx.recv().await {
                 let chunk = chunk.map_err(|e| {
@@ -1062,6 +1202,17 @@ fn read_and_hash(
     Ok(hasher.map(|h| h.finalize().into()))
 }
 
+/// The sudo password as the first line of a command's input (`sudo -S` reads one line), or
+/// nothing.
+fn secret_line(secret: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(secret.len() + 1));
+    if !secret.is_empty() {
+        line.extend_from_slice(secret);
+        line.push(b'\n');
+    }
+    line
+}
+
 /// How long an upload of `size` bytes may take: the command timeout for starting, hashing and
 /// committing, plus the time to move the bytes at [`UPLOAD_MIN_RATE`].
 fn upload_limit(command_timeout: Duration, size: u64) -> Duration {
@@ -1069,10 +1220,15 @@ fn upload_limit(command_timeout: Duration, size: u64) -> Duration {
 }
 
 /// See [`SshNode::command_line`].
-fn command_line(cmd: &Cmd, use_sudo: bool, limit: Option<Duration>) -> String {
+fn command_line(cmd: &Cmd, sudo: Sudo, limit: Option<Duration>) -> String {
     let mut argv: Vec<String> = Vec::new();
-    if cmd.privileged && use_sudo {
-        argv.extend(["sudo", "-n", "--"].map(String::from));
+    match sudo {
+        _ if !cmd.privileged => {}
+        Sudo::Off => {}
+        Sudo::NoPassword => argv.extend(["sudo", "-n", "--"].map(String::from)),
+        // `-k` ignores cached credentials, so sudo always reads the password line and the
+        // command gets exactly its own input; `-p ''` keeps the prompt out of standard error.
+        Sudo::Password => argv.extend(["sudo", "-S", "-k", "-p", "", "--"].map(String::from)),
     }
     if let Some(limit) = limit {
         let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
@@ -1095,22 +1251,26 @@ mod tests {
     fn command_lines_quote_once_and_add_sudo_and_the_backstop_timeout() {
         let cmd = Cmd::new(["cat", "--", "/etc/kubernetes/it's here.yaml"]);
         assert_eq!(
-            command_line(&cmd, true, Some(Duration::from_millis(1500))),
+            command_line(&cmd, Sudo::NoPassword, Some(Duration::from_millis(1500))),
             "sudo -n -- timeout -s KILL 4 cat -- '/etc/kubernetes/it'\\''s here.yaml'"
         );
         assert_eq!(
-            command_line(&cmd, false, None),
+            command_line(&cmd, Sudo::Off, None),
             "cat -- '/etc/kubernetes/it'\\''s here.yaml'"
         );
         let plain = Cmd::new(["id", "-u"]).unprivileged();
         assert_eq!(
-            command_line(&plain, true, Some(Duration::from_secs(60))),
+            command_line(&plain, Sudo::Password, Some(Duration::from_secs(60))),
             "timeout -s KILL 62 id -u"
         );
         let script = Cmd::script("echo \"$1\"", ["$(reboot)"]);
         assert_eq!(
-            command_line(&script, true, None),
+            command_line(&script, Sudo::NoPassword, None),
             "sudo -n -- sh -c 'echo \"$1\"' sh '$(reboot)'"
+        );
+        assert_eq!(
+            command_line(&cmd, Sudo::Password, None),
+            "sudo -S -k -p '' -- cat -- '/etc/kubernetes/it'\\''s here.yaml'"
         );
     }
 }
