@@ -1,6 +1,6 @@
 //! `etcd-recover guide` (and `apply` without a snapshot on a terminal): walks a user who has
 //! only an inventory through picking the snapshot, verifying it, planning, and then the same
-//! confirmations and run as `apply` (the shared flow, [`super::flow`]). Nothing here restores
+//! confirmations and run as `apply` (the shared flow, `cli::flow`). Nothing here restores
 //! anything by itself.
 
 use std::path::{Path, PathBuf};

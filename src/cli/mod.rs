@@ -1,6 +1,6 @@
 //! Command-line interface: clap types live here and in the per-command files, and never leave
 //! this module. Each command resolves its arguments once into plain settings
-//! ([`args::Global`], [`workflow::Settings`](crate::workflow::Settings), ...) and calls the
+//! (`args::Global`, [`workflow::Settings`](crate::workflow::Settings), ...) and calls the
 //! library; `apply`, `guide`, `resume` and `rollback` share one flow (`flow`: confirm, engine,
 //! report). Everything shown to the user goes through [`crate::ui`].
 
