@@ -2,8 +2,11 @@
 //! control-plane node at once, over SSH.
 //!
 //! # Layout
-//! - [`cli`]: argument parsing and the per-command front ends (the only place clap is used).
-//! - [`error`]: error rendering (`error:` / `caused by:` / `hint:`) and exit codes.
+//! - [`cli`]: argument parsing and one front end per command (the only place clap is used);
+//!   `apply`, `guide`, `resume` and `rollback` share one flow that builds and runs the engine.
+//! - [`ui`]: the terminal (the only place that prints, prompts or colours): progress, prompts,
+//!   error rendering (`error:` / `caused by:` / `hint:`), documents on stdout.
+//! - [`error`]: hints and exit codes carried by errors.
 //! - [`remote`]: the [`remote::Remote`] trait, the only way the rest of the crate touches a node.
 //! - [`transport`]: `Remote` over SSH (russh): host keys, auth, sudo, upload, port forwards.
 //! - [`inventory`]: the inventory file and the user's OpenSSH client config.
