@@ -4,7 +4,9 @@
 //! ([`super::shell`]) kept open on the node, one per concurrent command; uploads and forwarded
 //! connections open channels of their own. Command lines are built by
 //! [`crate::remote::shell_join`] only; privileged commands are prefixed with `sudo -n --` when
-//! the node needs it (never with a password, and never with a PTY).
+//! the node needs it, or with `sudo -S -k -p '' --` when the user opted in to typing the sudo
+//! password (which then travels as the first line of input, never on a command line); never
+//! with a PTY.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -743,7 +745,8 @@ impl Remote for SshNode {
             };
             let left = cmd.timeout.saturating_sub(started.elapsed());
             let secret = self.secret(cmd);
-            match tokio::time::timeout(left, sh.run(&line, &secret, stdin)).await {
+            match tokio::time::timeout(left, sh.run(&shell::exec_line(&line), &secret, stdin)).await
+            {
                 Ok(Ok(reply)) => {
                     self.put_back(sh).await;
                     break reply;

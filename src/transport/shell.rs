@@ -26,9 +26,9 @@
 //! `mktemp -d` directory the server removes when it ends. The secret never touches a file: it
 //! stays in a shell variable and reaches `sudo -S` through a pipe.
 //!
-//! Each command runs in a session of its own (`setsid`); once it has exited, whatever it left
-//! running in that session is killed (`pkill -s`), so a background child can neither hold the
-//! reply open nor write into the next one. Standard error is sent as exactly the number of
+//! Each command runs in a session and process group of its own (`setsid`); once it has exited,
+//! whatever it left running in that group is killed, so a background child can neither hold
+//! the reply open nor write into the next one. Standard error is sent as exactly the number of
 //! bytes measured, whatever is still appended to the file afterwards.
 
 use russh::client::Msg;
@@ -43,19 +43,19 @@ use crate::remote::ExitStatus;
 /// bytes, so the framing stays in step on a pipe. A command's exit status is written to a file
 /// because the pipeline into `base64` would otherwise lose it (POSIX `sh` has no `pipefail`).
 /// A command started in the background by a non-interactive shell is never a process group
-/// leader, so `setsid` makes it the leader of a new session without forking and `$!` is the
-/// session's id.
+/// leader, so `setsid` makes it the leader of a new session and process group without forking,
+/// and `$!` is the group's id. Requests are `exec COMMAND` ([`exec_line`]), so the command
+/// itself, and the node-side `timeout` that wraps it, lead that group (a session leader cannot
+/// move to another group), and one `kill` of the group, a builtin, ends whatever the command
+/// left behind. Every step that would fork only for an empty input, secret or
+/// standard error is skipped, and old files are removed in batches, so a request costs about
+/// what it did with a shared pair of files.
 pub(crate) const SERVER: &str = r#"set -u
 umask 077
 d=$(mktemp -d "${TMPDIR:-/tmp}/etcd-recover-shell.XXXXXX") || exit 1
 trap 'rm -rf -- "$d"' EXIT
 trap 'exit 129' HUP INT TERM PIPE
 if command -v setsid >/dev/null 2>&1; then g=setsid; else g=; fi
-if command -v pkill >/dev/null 2>&1; then
-  reap() { pkill -KILL -s "$1" 2>/dev/null; kill -KILL "-$1" 2>/dev/null; }
-else
-  reap() { kill -KILL "-$1" 2>/dev/null; }
-fi
 printf '%s ready %s\n' "$1" "$(id -u)"
 n=0
 while IFS= read -r hdr; do
@@ -63,9 +63,11 @@ while IFS= read -r hdr; do
   set -f; set -- $hdr; set +f
   [ $# -eq 3 ] || exit 2
   n=$((n + 1)); f=$d/$n
+  [ $((n % 64)) -ne 0 ] || rm -f -- "$d"/*
   c=$(head -c "$1"; echo x); c=${c%x}
-  s=$(head -c "$2"; echo x); s=${s%x}
-  head -c "$3" > "$f.in"
+  s=
+  [ "$2" -eq 0 ] || { s=$(head -c "$2"; echo x); s=${s%x}; }
+  if [ "$3" -eq 0 ]; then : > "$f.in"; else head -c "$3" > "$f.in"; fi
   IFS= read -r t || t=
   [ "$t" = end ] || exit 3
   [ "$3" -eq 0 ] || [ "$(wc -c < "$f.in")" -eq "$3" ] || exit 3
@@ -77,16 +79,24 @@ while IFS= read -r hdr; do
     fi
     p=$!
     wait "$p"; echo $? > "$f.rc"
-    reap "$p"
+    kill -KILL "-$p" 2>/dev/null
   } | base64 -w 0
   s=
   read -r rc < "$f.rc"
-  e=$(wc -c < "$f.err")
+  if [ -s "$f.err" ]; then e=$(wc -c < "$f.err"); else e=0; fi
   printf '\n%s %s\n' "$rc" "$e"
-  head -c "$e" -- "$f.err"
-  rm -f -- "$f.in" "$f.err" "$f.rc"
+  [ "$e" -eq 0 ] || head -c "$e" -- "$f.err"
 done
 "#;
+
+/// `line` (one simple command, as [`crate::remote::shell_join`] builds them) as the server
+/// should run it: `exec`ed by `sh -c`, so that the command, and the node-side `timeout` that
+/// wraps it, lead the command's process group instead of forking into a group of their own
+/// (dash does not exec the last command of `sh -c` by itself). The group kill after the
+/// command then reaches everything it left behind.
+pub(crate) fn exec_line(line: &str) -> String {
+    format!("exec {line}")
+}
 
 /// Largest standard output or error kept per command (as in the channel-per-command path).
 const MAX_OUTPUT: usize = 64 << 20;
@@ -585,10 +595,16 @@ mod tests {
             b"",
             b"",
         ));
+        // The shape real requests have: `exec`, the node-side `timeout`, then the command.
+        input.extend_from_slice(&request(
+            &exec_line("timeout -s KILL 20 sh -c '(sleep 0.2; while :; do echo late >&2; sleep 0.01; done) & echo timed'"),
+            b"",
+            b"",
+        ));
         input.extend_from_slice(&request("sleep 0.3; echo second", b"", b""));
         input.extend_from_slice(&request("sleep 0.1; echo third >&2", b"", b""));
         let replies = replies(&serve(&input));
-        assert_eq!(replies.len(), 3);
+        assert_eq!(replies.len(), 4);
         assert_eq!(replies[0].stdout, b"first\n");
         assert!(
             replies[0]
@@ -598,9 +614,11 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(&replies[0].stderr)
         );
-        assert_eq!(replies[1].stdout, b"second\n");
+        assert_eq!(replies[1].stdout, b"timed\n");
         assert!(replies[1].stderr.is_empty(), "{:?}", replies[1].stderr);
-        assert_eq!(replies[2].stderr, b"third\n");
+        assert_eq!(replies[2].stdout, b"second\n");
+        assert!(replies[2].stderr.is_empty(), "{:?}", replies[2].stderr);
+        assert_eq!(replies[3].stderr, b"third\n");
     }
 
     /// A small deterministic generator (xorshift64*), so failures reproduce from the seed.
