@@ -629,13 +629,12 @@ fn failed_up_tears_everything_down_and_shows_logs() {
     ok(&out, "down after failed up");
 }
 
-/// Runs only as the child of `abandoned_lab_is_reclaimed`: brings a lab up and dies without
-/// running any destructor, like a test process killed by SIGKILL or Ctrl-C.
-#[test]
-fn child_that_abandons_its_lab() {
-    if std::env::var("ETCD_RECOVER_LAB_ABANDON").is_err() {
-        return;
-    }
+/// Set for the child process of [`abandoned_lab_is_reclaimed_by_the_next_lab`] only.
+const ABANDON: &str = "ETCD_RECOVER_LAB_TEST_ABANDON";
+
+/// The child's part: brings a lab up, says where, and dies without running any destructor,
+/// like a test process killed by SIGKILL or Ctrl-C.
+fn abandon_a_lab() -> ! {
     let lab = Lab::up(LabOptions::nodes(1)).expect("lab up");
     println!("ABANDONED {}", lab.dir.display());
     use std::io::Write;
@@ -643,16 +642,22 @@ fn child_that_abandons_its_lab() {
     std::process::abort();
 }
 
+/// A test process that dies without running destructors leaves its lab running; the next
+/// `Lab::up` anywhere stops it and removes it. The process that dies is this test itself, run
+/// again as a child with [`ABANDON`] set.
 #[test]
 fn abandoned_lab_is_reclaimed_by_the_next_lab() {
+    if std::env::var_os(ABANDON).is_some() {
+        abandon_a_lab();
+    }
     let out = Command::new(std::env::current_exe().expect("test exe"))
         .args([
             "--exact",
-            "child_that_abandons_its_lab",
+            "abandoned_lab_is_reclaimed_by_the_next_lab",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("ETCD_RECOVER_LAB_ABANDON", "1")
+        .env(ABANDON, "1")
         .output()
         .expect("run child");
     let stdout = String::from_utf8_lossy(&out.stdout);
