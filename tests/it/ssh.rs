@@ -2,18 +2,16 @@
 //! wait, host key policy (key types, hashed names), the port forward's local listener, host
 //! and user certificates, ProxyCommand and sudo with a password.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::sshd::{keygen_with, Sshd};
 use etcd_recover::remote::{Remote, RemoteError};
 use etcd_recover::transport::{Agent, ConnectOptions, Connector, NoPrompt, SshNode};
-use etcd_recover_lab::testing::{Lab, LabOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::harness::*;
 
 fn connector(accept_new_host_keys: bool) -> Connector {
     Connector::new(
