@@ -226,16 +226,7 @@ async fn the_port_forward_refuses_other_local_users() {
     let sshd = Sshd::start();
     let node = connect(&sshd, &sshd.target("cp-1")).await;
     // Stands in for etcd on the node: echoes what it gets.
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let echo_port = echo_service().await;
     let forward = node.forward("127.0.0.1", echo_port).await.unwrap();
     let port = forward.local_addr.port();
 

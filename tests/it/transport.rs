@@ -663,16 +663,7 @@ async fn upload_of_256_mib_is_verified() {
 async fn forward_reaches_a_service_through_the_node() {
     let sshd = Sshd::start();
     let node = connect(&sshd).await;
-    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let service_port = service.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = service.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let service_port = echo_service().await;
     let fwd = node.forward("127.0.0.1", service_port).await.unwrap();
     for round in 0..3 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

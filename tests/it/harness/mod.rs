@@ -24,7 +24,7 @@ pub use restore::{
     AFTER_SNAPSHOT,
 };
 pub use setup::Setup;
-pub use ssh::{fingerprint, SshdTarget};
+pub use ssh::{echo_service, fingerprint, SshdTarget};
 pub use tty::Tty;
 
 pub use etcd_recover_lab::testing::*;

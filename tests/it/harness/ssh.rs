@@ -54,3 +54,19 @@ pub fn fingerprint(pub_line: &str) -> String {
         &russh::keys::parse_public_key_base64(b64).unwrap(),
     )
 }
+
+/// A TCP echo service on an ephemeral port of 127.0.0.1 (it stands in for etcd behind a
+/// port forward); returns the port. Runs until the test's runtime ends.
+pub async fn echo_service() -> u16 {
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = service.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = service.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
