@@ -15,6 +15,7 @@ use crate::etcd::version::{EtcdVersion, RestoreTool, RestoreToolKind};
 use crate::health;
 use crate::health::{EtcdEndpoint, MemberStatus, TlsMaterial};
 use crate::inventory::{self, Inventory, ManifestsDir};
+use crate::layout::RunLayout;
 use crate::manifest::{EtcdManifest, StaticPod};
 use crate::plan::{Endpoint, Finding, HttpProbe, Severity};
 use crate::remote::{Cmd, Remote};
@@ -146,7 +147,7 @@ pub async fn discover(
                 etcd_file: None,
                 tool: None,
                 run_base: n.etcd.run_dir.clone(),
-                lock_path: format!("{}/{}.lock", n.etcd.run_dir.trim_end_matches('/'), n.name),
+                lock_path: RunLayout::new(&n.etcd.run_dir, &n.name).lock(),
                 lock_owner: None,
                 data_volume_host_path: None,
                 data_dir_host: None,

@@ -7,6 +7,7 @@
 //! - [`remote`]: the [`remote::Remote`] trait, the only way the rest of the crate touches a node.
 //! - [`transport`]: `Remote` over SSH (russh): host keys, auth, sudo, upload, port forwards.
 //! - [`inventory`]: the inventory file and the user's OpenSSH client config.
+//! - [`layout`]: where a run keeps its files on a node (run directory, lock, plan, state).
 //! - [`manifest`]: reading static-pod manifests and the format-preserving `etcd-data` rewrite.
 //! - [`snapshot`]: snapshot file verification (SHA-256 trailer, bbolt meta pages).
 //! - [`check`]: `etcd-recover check`: is every node reachable and ready for a restore.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod etcd;
 pub mod health;
 pub mod inventory;
+pub mod layout;
 pub mod localhost;
 pub mod manifest;
 pub mod node;

@@ -13,6 +13,7 @@ use super::common::{OutputArg, SshArgs, StateArgs};
 use crate::engine::journal::{self, Journal, Record};
 use crate::engine::{Cancel, Engine, Failure, Gate, Mode, OnFailure, Outcome};
 use crate::error::{Exit, ExitWith, HintExt};
+use crate::layout::RunLayout;
 use crate::plan::render::{self, Format};
 use crate::plan::{Plan, Severity};
 use crate::remote::Remote;
@@ -809,17 +810,13 @@ async fn fetch_remote_run(
         let Some(r) = cluster.remotes.get(&n.name) else {
             continue;
         };
-        let dir = format!(
-            "{}/runs/{run}/{}",
-            n.etcd.run_dir.trim_end_matches('/'),
-            n.name
-        );
+        let dir = RunLayout::new(&n.etcd.run_dir, &n.name).run(run);
         if plan.is_none() {
-            if let Ok(bytes) = r.read_file(&format!("{dir}/plan.json")).await {
+            if let Ok(bytes) = r.read_file(&dir.plan()).await {
                 plan = serde_json::from_slice(&bytes).ok();
             }
         }
-        if let Ok(bytes) = r.read_file(&format!("{dir}/state.json")).await {
+        if let Ok(bytes) = r.read_file(&dir.state()).await {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let steps: Vec<String> = v["done"]
                 .as_array()
@@ -954,14 +951,14 @@ async fn node_records(
             lines.push(format!("node {}: unreachable", n.name));
             continue;
         };
-        let base = n.etcd.run_dir.trim_end_matches('/');
-        let dir = format!("{base}/runs/{run}/{}", n.name);
+        let layout = RunLayout::new(&n.etcd.run_dir, &n.name);
+        let dir = layout.run(run);
         if plan.is_none() {
-            if let Ok(bytes) = r.read_file(&format!("{dir}/plan.json")).await {
+            if let Ok(bytes) = r.read_file(&dir.plan()).await {
                 plan = serde_json::from_slice::<Plan>(&bytes).ok();
             }
         }
-        let done = match r.read_file(&format!("{dir}/state.json")).await {
+        let done = match r.read_file(&dir.state()).await {
             Ok(bytes) => {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 let steps = v["done"].as_array().map_or(0, Vec::len);
@@ -972,7 +969,7 @@ async fn node_records(
             }
             Err(_) => "no record of this run".to_string(),
         };
-        let lock = match r.read_file(&format!("{base}/{}.lock", n.name)).await {
+        let lock = match r.read_file(&layout.lock()).await {
             Ok(bytes) => {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 format!(

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::{withheld, Engine, Event};
+use crate::layout::RunDir;
 use crate::node;
 use crate::plan::{Action, Endpoint, HttpProbe, StepPlan};
 use crate::remote::{Cmd, Remote, WriteOpts};
@@ -89,7 +90,7 @@ impl Engine {
                     mode: Some(0o600),
                 };
                 r.write_file_atomic(
-                    &format!("{dir}/plan.json"),
+                    &RunDir::at(dir).plan(),
                     self.plan.to_json().as_bytes(),
                     &opts,
                 )

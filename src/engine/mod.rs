@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::layout::RunDir;
 use crate::plan::{Action, Actions, HttpProbe, Plan, Scope, StepOrder, StepPlan};
 use crate::remote::Remote;
 
@@ -830,7 +831,7 @@ impl Engine {
             "updated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
         let remote = self.node(node)?;
-        let path = format!("{}/state.json", summary.run_dir);
+        let path = RunDir::at(&summary.run_dir).state();
         // Before the run directory exists this fails; the local journal is authoritative.
         remote
             .write_file_atomic(

@@ -12,6 +12,7 @@ use super::{
 use crate::discovery::{self, NodeFacts};
 use crate::etcd::ids::{self, InitialCluster, Urls};
 use crate::etcd::version;
+use crate::layout::{RunDir, RunLayout};
 use crate::playbook::{Playbook, StepSpec, When};
 
 /// Default `--bump-revision`: covers a week-old snapshot at ~1 600 writes/s.
@@ -65,7 +66,7 @@ pub struct PlanInputs<'a> {
 
 struct NodePlanData<'a> {
     facts: &'a NodeFacts,
-    run_dir: String,
+    run: RunDir,
     snapshot_path: String,
     new_volume_host_path: String,
     data_dir_new: String,
@@ -246,13 +247,8 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     // Per-node paths, free space, locks, rewrite.
     let mut per_node: Vec<NodePlanData<'_>> = Vec::new();
     for f in facts {
-        let run_dir = format!(
-            "{}/runs/{}/{}",
-            f.run_base.trim_end_matches('/'),
-            inputs.run_id,
-            f.name
-        );
-        let snapshot_path = format!("{run_dir}/snapshot.db");
+        let run = RunLayout::new(&f.run_base, &f.name).run(&inputs.run_id);
+        let snapshot_path = run.snapshot();
         let (Some(vol), Some(data_old)) = (&f.data_volume_host_path, &f.data_dir_host) else {
             continue;
         };
@@ -302,7 +298,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         };
         per_node.push(NodePlanData {
             facts: f,
-            run_dir,
+            run,
             snapshot_path,
             new_volume_host_path: new_vol,
             data_dir_new: data_new,
@@ -377,7 +373,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                 manifests_dir: f.manifests_dir.clone(),
                 data_dir_old: f.data_dir_host.clone().unwrap_or_default(),
                 data_dir_new: d.map(|d| d.data_dir_new.clone()).unwrap_or_default(),
-                run_dir: d.map(|d| d.run_dir.clone()).unwrap_or_default(),
+                run_dir: d.map(|d| d.run.path().to_string()).unwrap_or_default(),
                 client_endpoint: f
                     .client
                     .as_ref()
@@ -478,14 +474,14 @@ fn stages(
                         let mut actions = vec![
                             Action::MakeDir { path: d.facts.run_base.clone(), mode: 0o700 },
                             Action::AcquireLock { path: d.facts.lock_path.clone() },
-                            Action::MakeDir { path: format!("{}/original", d.run_dir), mode: 0o700 },
-                            Action::MakeDir { path: format!("{}/manifests", d.run_dir), mode: 0o700 },
-                            Action::SaveRunState { dir: d.run_dir.clone() },
+                            Action::MakeDir { path: d.run.originals(), mode: 0o700 },
+                            Action::MakeDir { path: d.run.aside_dir(), mode: 0o700 },
+                            Action::SaveRunState { dir: d.run.path().to_string() },
                         ];
                         for file in d.facts.files.keys() {
                             actions.push(Action::CopyFile {
                                 from: format!("{}/{file}", d.facts.manifests_dir),
-                                to: format!("{}/original/{file}", d.run_dir),
+                                to: d.run.original(file),
                             });
                         }
                         Actions { actions, rollback: vec![Action::ReleaseLock { path: d.facts.lock_path.clone() }] }
@@ -538,7 +534,7 @@ fn stages(
                             return Actions { actions: vec![Action::Note { text: "no rewrite (see findings)".into() }], rollback: vec![] };
                         };
                         let old = &d.facts.files[file];
-                        let path = format!("{}/manifests/{file}", d.run_dir);
+                        let path = d.run.aside(file);
                         let new_sha = discovery::sha256_hex(new_text.as_bytes());
                         Actions {
                             actions: vec![Action::WriteFile {
@@ -547,7 +543,7 @@ fn stages(
                                 after_sha256: new_sha.clone(),
                                 content: new_text.clone(),
                                 diff: diff.clone(),
-                                temp_dir: d.run_dir.clone(),
+                                temp_dir: d.run.path().to_string(),
                             }],
                             rollback: vec![Action::WriteFile {
                                 path,
@@ -555,7 +551,7 @@ fn stages(
                                 after_sha256: old.sha256.clone(),
                                 content: old.text.clone(),
                                 diff: String::new(),
-                                temp_dir: d.run_dir.clone(),
+                                temp_dir: d.run.path().to_string(),
                             }],
                         }
                     }),
@@ -714,7 +710,7 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
             continue;
         };
         let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
-        let aside = format!("{}/manifests/{}", d.run_dir, pf.file);
+        let aside = d.run.aside(&pf.file);
         let endpoints = discovery::pod_endpoints(pod, d.facts);
         // What etcd must let go of: the old data directory when stopping the original, the new
         // one when a rollback stops the restored member.
@@ -820,7 +816,7 @@ fn expand(argv: &[String], d: &NodePlanData<'_>, run_id: &str) -> Vec<String> {
             a.replace("${NODE}", &d.facts.name)
                 .replace("${HOST}", &d.facts.host)
                 .replace("${RUN_ID}", run_id)
-                .replace("${RUN_DIR}", &d.run_dir),
+                .replace("${RUN_DIR}", d.run.path()),
         );
     }
     out
