@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::etcd::client::{self, EtcdEndpoint, TlsMaterial};
 use crate::etcd::version::{EtcdVersion, RestoreTool as Tool, RestoreToolKind};
-use crate::health::{self, EtcdEndpoint, TlsMaterial};
 use crate::inventory::{ManifestsDir, Node, RestoreTool, SshTarget};
 use crate::manifest::{kubelet_static_pod_path, EtcdManifest};
 use crate::remote::{Cmd, Remote, RemoteError};
@@ -768,7 +768,7 @@ async fn etcd_facts(
         tls,
     };
     let (mut client, _tunnel) =
-        match health::connect(&ep, settings.etcd_timeout).await {
+        match client::connect(&ep, settings.etcd_timeout).await {
             Ok(c) => c,
             Err(e) => return (
                 Check::failed(
@@ -782,7 +782,7 @@ async fn etcd_facts(
         };
     let status = tokio::time::timeout(
         settings.etcd_timeout,
-        health::member_status(&mut client, name),
+        client::member_status(&mut client, name),
     )
     .await;
     let status = match status {

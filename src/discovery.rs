@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::etcd::client::{self, EtcdEndpoint, MemberStatus};
 use crate::etcd::version::{EtcdVersion, RestoreTool, RestoreToolKind};
-use crate::health;
-use crate::health::{EtcdEndpoint, MemberStatus, TlsMaterial};
+use crate::finding::{Finding, Severity};
 use crate::inventory::{self, Inventory, ManifestsDir};
 use crate::layout::RunLayout;
 use crate::manifest::{EtcdManifest, StaticPod};
-use crate::plan::{Endpoint, Finding, HttpProbe, Severity};
+use crate::probe::{Endpoint, HttpProbe};
 use crate::remote::{Cmd, Remote};
 
 /// Pods the restore stops and starts, and the file names kubeadm gives them.
@@ -712,7 +712,7 @@ pub async fn etcd_endpoint(
         .client
         .as_ref()
         .ok_or_else(|| format!("{}: no usable etcd client URL in the manifest", facts.name))?;
-    endpoint(
+    client::endpoint(
         &facts.name,
         remote,
         &access.host,
@@ -723,47 +723,6 @@ pub async fn etcd_endpoint(
     .await
 }
 
-/// Builds an etcd endpoint, reading TLS material (kept in memory only) from the node.
-pub async fn endpoint(
-    name: &str,
-    remote: Arc<dyn Remote>,
-    host: &str,
-    port: u16,
-    https: bool,
-    tls_paths: Option<&(String, String, String)>,
-) -> Result<EtcdEndpoint, String> {
-    let tls = match (https, tls_paths) {
-        (false, _) => None,
-        (true, None) => {
-            return Err(format!(
-                "{name}: etcd uses https but no client certificate was found"
-            ))
-        }
-        (true, Some((ca, cert, key))) => {
-            let mut read = Vec::new();
-            for p in [ca, cert, key] {
-                read.push(
-                    remote
-                        .read_file(p)
-                        .await
-                        .map_err(|e| format!("{name}: cannot read {p}: {e}"))?,
-                );
-            }
-            let key = read.pop().unwrap_or_default();
-            let cert = read.pop().unwrap_or_default();
-            let ca = read.pop().unwrap_or_default();
-            Some(TlsMaterial { ca, cert, key })
-        }
-    };
-    Ok(EtcdEndpoint {
-        node: name.to_string(),
-        remote,
-        host: host.to_string(),
-        port,
-        tls,
-    })
-}
-
 /// Asks every member for its status (read-only), filling `facts.health`.
 pub async fn probe_health(facts: &mut [NodeFacts], remotes: &BTreeMap<String, Arc<dyn Remote>>) {
     let jobs = facts.iter().map(|f| {
@@ -771,8 +730,8 @@ pub async fn probe_health(facts: &mut [NodeFacts], remotes: &BTreeMap<String, Ar
         async move {
             let remote = remote.ok_or_else(|| "no connection".to_string())?;
             let ep = etcd_endpoint(f, remote).await?;
-            let (mut client, _fwd) = health::connect(&ep, Duration::from_secs(3)).await?;
-            health::member_status(&mut client, &f.name).await
+            let (mut client, _fwd) = client::connect(&ep, Duration::from_secs(3)).await?;
+            client::member_status(&mut client, &f.name).await
         }
     });
     let results = futures::future::join_all(jobs).await;

@@ -12,6 +12,8 @@
 //! - [`snapshot`]: snapshot file verification (SHA-256 trailer, bbolt meta pages).
 //! - [`check`]: `etcd-recover check`: is every node reachable and ready for a restore.
 //! - [`etcd`]: etcd facts: member/cluster IDs, versions, health checks through etcd-client.
+//! - [`finding`]: findings and their severity.
+//! - [`probe`]: HTTP(S) probes through a tunnel, as the kubelet runs them.
 #![warn(missing_docs)]
 
 pub mod check;
@@ -20,6 +22,7 @@ pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod etcd;
+pub mod finding;
 pub mod health;
 pub mod inventory;
 pub mod layout;
@@ -28,6 +31,7 @@ pub mod manifest;
 pub mod node;
 pub mod plan;
 pub mod playbook;
+pub mod probe;
 pub mod remote;
 pub mod report;
 pub mod snapshot;

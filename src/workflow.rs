@@ -391,7 +391,7 @@ pub async fn live_checks(
         let Some((https, host, port)) = discovery::split_url(&n.client_endpoint) else {
             anyhow::bail!("{}: the plan has no etcd client URL", n.name);
         };
-        let ep = discovery::endpoint(
+        let ep = crate::etcd::client::endpoint(
             &n.name,
             r.clone(),
             &host,

@@ -405,7 +405,7 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         let check = || async {
             // Any HTTP answer will do: etcd answers 503 until it has a quorum, but answers only
             // once its start-up checks are done.
-            Ok(crate::health::http_probe(r, probe, Duration::from_secs(1))
+            Ok(crate::probe::http_probe(r, probe, Duration::from_secs(1))
                 .await
                 .err()
                 .map(|e| format!("no answer yet ({e})")))

@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-
+use crate::health::ClusterChecks;
 use crate::layout::RunDir;
-use crate::plan::{Action, Actions, HttpProbe, Plan, Scope, StepOrder, StepPlan};
+use crate::plan::{Action, Actions, Plan, Scope, StepOrder, StepPlan};
 use crate::remote::Remote;
 
 mod actions;
@@ -141,23 +140,6 @@ pub struct Silent;
 
 impl Observer for Silent {
     fn event(&self, _: &Event) {}
-}
-
-/// Cluster-wide checks that need more than one node's shell.
-#[async_trait]
-pub trait ClusterChecks: Send + Sync {
-    /// One attempt at the full etcd health check against the plan's expectations. `Ok` carries
-    /// a one-line summary; `Err` says what is not right yet.
-    async fn etcd_health(&self, plan: &Plan) -> Result<String, String>;
-
-    /// One attempt at a node's apiserver readiness probe.
-    async fn apiserver_ready(&self, node: &str, probe: &HttpProbe) -> Result<(), String>;
-
-    /// The node whose etcd member leads right now, when that can be found out within a few
-    /// seconds (see [`StepPlan::leader_last`]).
-    async fn etcd_leader(&self) -> Option<String> {
-        None
-    }
 }
 
 /// Asks a running engine to stop at the next step boundary.

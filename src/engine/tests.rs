@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::localhost::Localhost;
 use crate::plan::{Actions, Fingerprints, NodeSummary, RestoreParams, SnapshotSummary, StagePlan};
+use crate::probe::HttpProbe;
 
 struct Healthy;
 

@@ -3,12 +3,14 @@
 //! other source of what to do), so what a change ticket reviewed is what runs.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 pub mod build;
 pub mod render;
+
+pub use crate::finding::{Finding, Severity};
+pub use crate::probe::{Endpoint, HttpProbe};
 
 /// Version of the saved plan format; `apply --plan` refuses other versions.
 pub const FORMAT_VERSION: u32 = 1;
@@ -128,41 +130,6 @@ pub struct NodeSummary {
     pub client_tls: Option<(String, String, String)>,
 }
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// For the record.
-    Info,
-    /// Does not block; shown loudly, and confirmed when interactive.
-    Warning,
-    /// Blocks `apply`.
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        })
-    }
-}
-
-/// A preflight finding.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Finding {
-    /// How bad.
-    pub severity: Severity,
-    /// Node it concerns, or `None` for the whole cluster / the snapshot.
-    pub node: Option<String>,
-    /// What was found.
-    pub message: String,
-    /// What to do about it.
-    pub hint: Option<String>,
-}
-
 /// One stage: its steps run on all nodes, then a barrier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagePlan {
@@ -252,48 +219,6 @@ pub struct Actions {
     pub actions: Vec<Action>,
     /// Done in order to undo the step after it completed (or partly completed).
     pub rollback: Vec<Action>,
-}
-
-/// A `host:port` that a pod listens on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// Host as seen from the node.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// An HTTP(S) readiness probe, as the kubelet would run it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpProbe {
-    /// `http` or `https` (certificates are not verified, as by the kubelet).
-    pub scheme: String,
-    /// Host as seen from the node.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Path, e.g. `/readyz`.
-    pub path: String,
-}
-
-impl fmt::Display for HttpProbe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ep = Endpoint {
-            host: self.host.clone(),
-            port: self.port,
-        };
-        write!(f, "{}://{}{}", self.scheme.to_lowercase(), ep, self.path)
-    }
 }
 
 /// One concrete action. The engine executes these and nothing else.
