@@ -10,7 +10,9 @@
 //! - [`layout`]: where a run keeps its files on a node (run directory, lock, plan, state).
 //! - [`manifest`]: reading static-pod manifests and the format-preserving `etcd-data` rewrite.
 //! - [`snapshot`]: snapshot file verification (SHA-256 trailer, bbolt meta pages).
-//! - [`check`]: `etcd-recover check`: is every node reachable and ready for a restore.
+//! - [`check`]: `etcd-recover check`: is every node reachable and ready for a restore, a view of
+//!   the [`facts`].
+//! - [`facts`]: the one fact gatherer: what every node looks like, its etcd from a source.
 //! - [`etcd`]: etcd facts: member/cluster IDs, versions, health checks through etcd-client.
 //! - [`finding`]: findings and their severity.
 //! - [`probe`]: HTTP(S) probes through a tunnel, as the kubelet runs them.
@@ -18,10 +20,10 @@
 
 pub mod check;
 pub mod cli;
-pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod etcd;
+pub mod facts;
 pub mod finding;
 pub mod health;
 pub mod inventory;

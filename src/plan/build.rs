@@ -9,10 +9,11 @@ use super::{
     RestoreParams, Scope, Severity, SnapshotSummary, StagePlan, StepOrder, StepPlan,
     FORMAT_VERSION,
 };
-use crate::discovery::{self, NodeFacts};
 use crate::etcd::ids::{self, InitialCluster, Urls};
 use crate::etcd::version;
-use crate::layout::{RunDir, RunLayout};
+use crate::facts::static_pod::{endpoints, probe_of};
+use crate::facts::{sha256_hex, NodeFacts};
+use crate::layout::RunDir;
 use crate::playbook::{Playbook, StepSpec, When};
 
 /// Default `--bump-revision`: covers a week-old snapshot at ~1 600 writes/s.
@@ -76,7 +77,7 @@ struct NodePlanData<'a> {
 /// Builds the plan. Problems never abort: they become findings, and a plan with error findings
 /// is rendered for review but refused by `apply`.
 pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
-    let mut findings: Vec<Finding> = facts.iter().flat_map(|f| f.findings.clone()).collect();
+    let mut findings: Vec<Finding> = facts.iter().flat_map(|f| f.findings().cloned()).collect();
     let mut add = |severity, node: Option<&str>, message: String, hint: Option<&str>| {
         findings.push(Finding {
             severity,
@@ -103,8 +104,8 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     let mut members: Vec<(String, String)> = Vec::new();
     for f in facts {
         let Some(m) = &f.etcd else { continue };
-        match (m.name(), m.initial_advertise_peer_urls()) {
-            (Some(n), Some(p)) => members.push((n.to_string(), p.to_string())),
+        match (&m.name, &m.peer_urls) {
+            (Some(n), Some(p)) => members.push((n.clone(), p.clone())),
             _ => add(
                 Severity::Error,
                 Some(&f.name),
@@ -112,7 +113,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                 Some("the restore needs both, exactly as the running member uses them"),
             ),
         }
-        if let Some(ic) = m.initial_cluster() {
+        if let Some(ic) = &m.initial_cluster {
             if let Ok(ic) = InitialCluster::parse(ic) {
                 for (name, _) in ic.members() {
                     if !facts.iter().any(|x| &x.name == name) {
@@ -176,43 +177,11 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         }
     }
 
-    // Versions and the revision bump.
-    let mut bump_ok = true;
-    for f in facts {
-        let (Some(tool), Some(m)) = (&f.tool, &f.etcd) else {
-            continue;
-        };
-        if !tool.supports_restore() {
-            add(
-                Severity::Error,
-                Some(&f.name),
-                format!(
-                    "{} {} at {} has no `snapshot restore`",
-                    tool.kind, tool.version, tool.path
-                ),
-                Some("use etcdutl from the same etcd minor version as the server"),
-            );
-        }
-        match &m.version {
-            Some(server) if !tool.matches_server(server) => add(
-                Severity::Error,
-                Some(&f.name),
-                format!("restore tool {} {} does not match the etcd server {server} (major.minor must be equal)", tool.kind, tool.version),
-                Some("install etcdutl/etcdctl of the server's minor version and point etcd.restore_tool at it"),
-            ),
-            Some(_) => {}
-            None => add(Severity::Warning, Some(&f.name), "cannot tell the etcd server version from the image tag; the restore tool's version is assumed to match".into(), None),
-        }
-        if !tool.supports_bump() {
-            bump_ok = false;
-            add(
-                Severity::Warning,
-                Some(&f.name),
-                format!("{} {} cannot bump the revision (needs etcdctl >= 3.4.27, >= 3.5.10, or etcdutl 3.6+)", tool.kind, tool.version),
-                Some("revisions restart at the snapshot's, so watchers and informers may miss changes: controller-manager, scheduler and every kubelet are restarted after the restore; upgrade the restore tool to avoid this"),
-            );
-        }
-    }
+    // The revision bump, where every restore tool supports it (the facts warn where not).
+    let bump_ok = facts.iter().all(|f| match (&f.tool, &f.etcd) {
+        (Some(tool), Some(_)) => tool.supports_bump(),
+        _ => true,
+    });
     let bump = bump_ok.then_some(inputs.bump);
     if let (Some(b), Some(r)) = (bump, snap.revision) {
         if let Err(e) = version::check_bump(r, b) {
@@ -247,16 +216,16 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     // Per-node paths, free space, locks, rewrite.
     let mut per_node: Vec<NodePlanData<'_>> = Vec::new();
     for f in facts {
-        let run = RunLayout::new(&f.run_base, &f.name).run(&inputs.run_id);
+        let run = f.layout.run(&inputs.run_id);
         let snapshot_path = run.snapshot();
-        let (Some(vol), Some(data_old)) = (&f.data_volume_host_path, &f.data_dir_host) else {
+        let Some(data) = &f.data else {
             continue;
         };
-        let vol_trim = vol.trim_end_matches('/');
-        let new_vol = restored_path(vol_trim, &inputs.run_id, f.data_volume_is_mount);
-        let rel = data_old.strip_prefix(vol_trim).unwrap_or("");
+        let vol_trim = data.volume.trim_end_matches('/');
+        let new_vol = restored_path(vol_trim, &inputs.run_id, data.is_mount);
+        let rel = data.dir.strip_prefix(vol_trim).unwrap_or("");
         let data_new = format!("{new_vol}{rel}");
-        if let Some(free) = f.free_bytes {
+        if let Some(free) = data.free_bytes {
             let need = snap.size.saturating_mul(2);
             if free < need {
                 add(Severity::Error, Some(&f.name), format!("only {free} bytes free where {data_new} goes; the restore needs at least {need} (2x the snapshot)"), Some("free space on that filesystem"));
@@ -266,20 +235,25 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
             add(
                 Severity::Error,
                 Some(&f.name),
-                format!("a lock from an earlier run is still in place: {} holds {owner}", f.lock_path),
+                format!("a lock from an earlier run is still in place: {} holds {owner}", f.layout.lock()),
                 Some("finish that run with `etcd-recover resume RUN` or `etcd-recover rollback RUN`; remove the lock file only if that run is certainly over"),
             );
         }
+        let etcd_file = f
+            .etcd
+            .as_ref()
+            .and_then(|m| m.static_pod.as_ref())
+            .map(|p| &p.file);
         let rewritten = match (
-            &f.etcd_file,
-            f.etcd_file.as_ref().and_then(|e| f.files.get(e)),
+            etcd_file,
+            etcd_file.and_then(|e| f.static_pods.files.get(e)),
         ) {
             (Some(file), Some(pf)) => {
                 match crate::manifest::rewrite_data_hostpath(pf.text.as_bytes(), &new_vol) {
                     Ok(rw) => {
                         let diff = rw.unified_diff(&format!(
                             "{}/{file}",
-                            f.manifests_dir.trim_start_matches('/')
+                            f.static_pods.dir.trim_start_matches('/')
                         ));
                         Some((rw.rewritten, diff))
                     }
@@ -287,7 +261,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                         add(
                             Severity::Error,
                             Some(&f.name),
-                            format!("cannot rewrite {}/{file}: {e}", f.manifests_dir),
+                            format!("cannot rewrite {}/{file}: {e}", f.static_pods.dir),
                             Some(&e.hint()),
                         );
                         None
@@ -313,7 +287,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
             let (Some(tool), Some(m)) = (&d.facts.tool, &d.facts.etcd) else {
                 continue;
             };
-            let (Some(name), Some(peers)) = (m.name(), m.initial_advertise_peer_urls()) else {
+            let (Some(name), Some(peers)) = (&m.name, &m.peer_urls) else {
                 continue;
             };
             let Ok(peers) = Urls::parse(peers) else {
@@ -370,8 +344,8 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                     .as_ref()
                     .map(|t| format!("{} {}", t.kind, t.version))
                     .unwrap_or_default(),
-                manifests_dir: f.manifests_dir.clone(),
-                data_dir_old: f.data_dir_host.clone().unwrap_or_default(),
+                manifests_dir: f.static_pods.dir.clone(),
+                data_dir_old: f.data.as_ref().map(|d| d.dir.clone()).unwrap_or_default(),
                 data_dir_new: d.map(|d| d.data_dir_new.clone()).unwrap_or_default(),
                 run_dir: d.map(|d| d.run.path().to_string()).unwrap_or_default(),
                 client_endpoint: f
@@ -472,19 +446,19 @@ fn stages(
                     false,
                     per(&|d| {
                         let mut actions = vec![
-                            Action::MakeDir { path: d.facts.run_base.clone(), mode: 0o700 },
-                            Action::AcquireLock { path: d.facts.lock_path.clone() },
+                            Action::MakeDir { path: d.facts.layout.base().to_string(), mode: 0o700 },
+                            Action::AcquireLock { path: d.facts.layout.lock() },
                             Action::MakeDir { path: d.run.originals(), mode: 0o700 },
                             Action::MakeDir { path: d.run.aside_dir(), mode: 0o700 },
                             Action::SaveRunState { dir: d.run.path().to_string() },
                         ];
-                        for file in d.facts.files.keys() {
+                        for file in d.facts.static_pods.files.keys() {
                             actions.push(Action::CopyFile {
-                                from: format!("{}/{file}", d.facts.manifests_dir),
+                                from: d.facts.static_pods.path(file),
                                 to: d.run.original(file),
                             });
                         }
-                        Actions { actions, rollback: vec![Action::ReleaseLock { path: d.facts.lock_path.clone() }] }
+                        Actions { actions, rollback: vec![Action::ReleaseLock { path: d.facts.layout.lock() }] }
                     }),
                 ),
                 StepSpec::StageSnapshot => (
@@ -518,7 +492,7 @@ fn stages(
                                 env: vec![],
                                 data_dir: d.data_dir_new.clone(),
                                 wal_dir: None,
-                                owner_like: d.facts.data_dir_host.clone().unwrap_or_default(),
+                                owner_like: d.facts.data.as_ref().map(|x| x.dir.clone()).unwrap_or_default(),
                                 timeout: *timeout,
                             }],
                             rollback: vec![Action::Note { text: format!("keep the restored directory {} (remove it when no longer needed)", d.data_dir_new) }],
@@ -530,12 +504,13 @@ fn stages(
                     "point etcd's data hostPath at the new directory (one value changes)".to_string(),
                     true,
                     per(&|d| {
-                        let (Some(file), Some((new_text, diff))) = (&d.facts.etcd_file, &d.rewritten) else {
+                        let file = d.facts.etcd.as_ref().and_then(|m| m.static_pod.as_ref()).map(|p| &p.file);
+                        let (Some(file), Some((new_text, diff))) = (file, &d.rewritten) else {
                             return Actions { actions: vec![Action::Note { text: "no rewrite (see findings)".into() }], rollback: vec![] };
                         };
-                        let old = &d.facts.files[file];
+                        let old = &d.facts.static_pods.files[file];
                         let path = d.run.aside(file);
-                        let new_sha = discovery::sha256_hex(new_text.as_bytes());
+                        let new_sha = sha256_hex(new_text.as_bytes());
                         Actions {
                             actions: vec![Action::WriteFile {
                                 path: path.clone(),
@@ -565,8 +540,8 @@ fn stages(
                     let probes: BTreeMap<String, _> = nodes
                         .iter()
                         .filter_map(|d| {
-                            let pod = d.facts.pod_file("kube-apiserver")?.pod.as_ref().ok()?;
-                            Some((d.facts.name.clone(), discovery::probe_of(pod, &d.facts.host)?))
+                            let pod = d.facts.static_pods.pod("kube-apiserver")?;
+                            Some((d.facts.name.clone(), probe_of(pod, &d.facts.host)?))
                         })
                         .collect();
                     (
@@ -615,7 +590,7 @@ fn stages(
                     per(&|d| Actions {
                         actions: vec![
                             Action::RemoveOwnFile { path: d.snapshot_path.clone() },
-                            Action::ReleaseLock { path: d.facts.lock_path.clone() },
+                            Action::ReleaseLock { path: d.facts.layout.lock() },
                         ],
                         rollback: vec![],
                     }),
@@ -698,7 +673,7 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
     let mut rollback = Vec::new();
     let mut rollback_waits = Vec::new();
     for pod in pods {
-        let Some(pf) = d.facts.pod_file(pod) else {
+        let Some(pf) = d.facts.static_pods.pod_file(pod) else {
             let verb = if direction == Direction::Stop {
                 "stop"
             } else {
@@ -709,9 +684,9 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
             });
             continue;
         };
-        let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
+        let inside = d.facts.static_pods.path(&pf.file);
         let aside = d.run.aside(&pf.file);
-        let endpoints = discovery::pod_endpoints(pod, d.facts);
+        let endpoints = endpoints(pod, d.facts);
         // What etcd must let go of: the old data directory when stopping the original, the new
         // one when a rollback stops the restored member.
         let stopped = |data_dir: Option<&String>| Action::WaitStopped {
@@ -755,7 +730,7 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
         rollback.push(back);
         match direction {
             Direction::Stop => {
-                waits.push(stopped(d.facts.data_dir_host.as_ref()));
+                waits.push(stopped(d.facts.data.as_ref().map(|x| &x.dir)));
                 rollback_waits.extend(listening);
             }
             Direction::Start => {
@@ -782,7 +757,7 @@ fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Dir
 /// The HTTP probe that tells when etcd serves, for members that run the initial corruption
 /// check (see [`StepOrder::OneAtATime`]): `None` without the check or without an HTTP probe.
 fn etcd_serving_probe(d: &NodePlanData<'_>) -> Option<HttpProbe> {
-    let pod = d.facts.pod_file("etcd")?.pod.as_ref().ok()?;
+    let pod = d.facts.static_pods.pod("etcd")?;
     corrupt_check_probe(pod, &d.facts.host)
 }
 
@@ -798,7 +773,7 @@ fn corrupt_check_probe(pod: &crate::manifest::StaticPod, host: &str) -> Option<H
     if !(on || gate) {
         return None;
     }
-    discovery::probe_of(pod, host)
+    probe_of(pod, host)
 }
 
 /// Substitutes `@NAME` (an inventory command) and `${NODE}`, `${HOST}`, `${RUN_ID}`, `${RUN_DIR}`.
