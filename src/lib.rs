@@ -18,6 +18,7 @@
 //! - [`probe`]: HTTP(S) probes through a tunnel, as the kubelet runs them.
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod check;
 pub mod cli;
 pub mod engine;
@@ -37,6 +38,7 @@ pub mod probe;
 pub mod remote;
 pub mod report;
 pub mod snapshot;
+pub mod steps;
 pub mod transport;
 pub mod ui;
 pub mod workflow;

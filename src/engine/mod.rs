@@ -4,7 +4,9 @@
 //! The engine knows nodes only through [`Remote`], cluster health only through
 //! [`ClusterChecks`], and the terminal only through [`Observer`]. It never decides *what* to do:
 //! that is the plan. It decides only whether a step is already done, in what order, and when to
-//! stop.
+//! stop. It executes generic actions (move, copy, write, run, wait, upload, probe) itself and
+//! hands an action that belongs to a step type to that step ([`crate::steps::execute`]), lending
+//! it its primitives; it knows no kubectl, etcd or kubeadm.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

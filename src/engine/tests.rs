@@ -209,7 +209,11 @@ impl Fixture {
                     step(
                         "start-etcd/2",
                         Scope::Cluster(Actions {
-                            actions: vec![Action::WaitEtcdHealthy { timeout: 5 }],
+                            actions: vec![Action::Step(
+                                crate::action::StepAction::WaitEtcdHealthy(
+                                    crate::action::WaitEtcdHealthy { timeout: 5 },
+                                ),
+                            )],
                             rollback: vec![],
                         }),
                     ),
