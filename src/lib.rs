@@ -4,9 +4,11 @@
 //! # Layout
 //! Each module uses only modules further down this list (no import cycles outside `cli`).
 //!
-//! - [`cli`]: argument parsing and the per-command front ends (the only place clap is used).
+//! - [`cli`]: argument parsing and one front end per command (the only place clap is used);
+//!   `apply`, `guide`, `resume` and `rollback` share one flow that builds and runs the engine.
 //! - [`workflow`]: the flows the commands share: connect, gather facts, plan, detect drift.
-//! - [`ui`]: the only terminal writer: progress, plain lines or JSON events, prompts.
+//! - [`ui`]: the terminal (the only place that prints, prompts or colours): progress, prompts,
+//!   error rendering (`error:` / `caused by:` / `hint:`), documents on stdout.
 //! - [`check`]: `etcd-recover check`: the readiness report, a view of the [`facts`].
 //! - [`report`]: `report.md` and `report.json` from the plan and the journal.
 //! - [`engine`]: executes a plan: barriers, journal, resume, rollback, dry run; generic actions.
@@ -27,7 +29,7 @@
 //! - [`inventory`]: the inventory file and the user's OpenSSH client config.
 //! - [`localhost`]: `Remote` on this machine (tests and local runs).
 //! - [`remote`]: the [`remote::Remote`] trait, the only way the rest of the crate touches a node.
-//! - [`error`]: error rendering (`error:` / `caused by:` / `hint:`) and exit codes.
+//! - [`error`]: hints and exit codes carried by errors.
 #![deny(missing_docs)]
 
 pub mod action;

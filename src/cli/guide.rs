@@ -1,20 +1,18 @@
 //! `etcd-recover guide` (and `apply` without a snapshot on a terminal): walks a user who has
 //! only an inventory through picking the snapshot, verifying it, planning, and then the same
-//! confirmations and run as `apply` ([`super::restore::execute`]). Nothing here restores
+//! confirmations and run as `apply` (the shared flow, `cli::flow`). Nothing here restores
 //! anything by itself.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
 
-use super::common::{OutputArg, SshArgs, StateArgs};
-use super::restore::{self, ask, interactive, ApplyFlow, Interrupts, PlanOpts};
+use super::args::{Global, OutputArg, PlanOptions, PlanOpts};
+use super::flow::{declined, Session, StartOptions};
 use crate::error::{Exit, ExitWith, HintExt};
 use crate::plan::build::SnapshotInput;
 use crate::plan::render::{self, Format};
-use crate::ui::Printer;
+use crate::ui::{self, prompt, Printer, Style};
 use crate::workflow;
 
 /// `etcd-recover guide`.
@@ -51,18 +49,41 @@ pub struct GuideArgs {
     pub opts: PlanOpts,
 }
 
+impl GuideArgs {
+    /// Resolves the arguments.
+    fn settings(&self) -> Settings {
+        Settings {
+            inventory: self.inventory.clone(),
+            step: self.step,
+            no_rollback: self.no_rollback,
+            style: self.output.style(),
+            plan: self.opts.resolve(),
+        }
+    }
+}
+
+/// What the guide starts from.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Inventory file; asked for when `None`.
+    pub inventory: Option<PathBuf>,
+    /// Confirm every stage.
+    pub step: bool,
+    /// On failure, pause instead of rolling back.
+    pub no_rollback: bool,
+    /// How progress is shown.
+    pub style: Style,
+    /// The plan options.
+    pub plan: PlanOptions,
+}
+
+/// Runs `guide`.
+pub(crate) fn run(args: &GuideArgs, global: &Global) -> anyhow::Result<Exit> {
+    start(&args.settings(), global)
+}
+
 fn heading(printer: &Printer, n: usize, what: &str) {
-    let text = format!("Step {n}/4: {what}");
-    let text = console::style(text).for_stderr().bold().to_string();
-    printer.suspend(|| eprintln!("\n{text}"));
-}
-
-fn say(printer: &Printer, text: &str) {
-    printer.suspend(|| eprintln!("{text}"));
-}
-
-fn declined(what: &str) -> anyhow::Error {
-    anyhow::Error::new(ExitWith(Exit::Declined)).context(format!("{what}: nothing was changed"))
+    printer.say(&format!("\n{}", ui::bold(&format!("Step {n}/4: {what}"))));
 }
 
 fn expand(input: &str) -> PathBuf {
@@ -89,22 +110,17 @@ fn readable_file(input: &str) -> Result<(), String> {
 }
 
 fn ask_inventory(printer: &Printer) -> anyhow::Result<PathBuf> {
-    let default = Path::new("inventory.yaml").is_file();
-    let typed = ask(printer, |theme| {
-        let mut input = dialoguer::Input::<String>::with_theme(theme)
-            .with_prompt("Inventory file")
-            .validate_with(|s: &String| -> Result<(), String> {
-                readable_file(s)?;
-                workflow::load_inventory(&expand(s))
-                    .map(|_| ())
-                    .map_err(|e| format!("{e:#}"))
-            });
-        if default {
-            input = input.default("inventory.yaml".into());
-        }
-        input.interact_text()
+    let mut question = prompt::Text::new("Inventory file").validate(|s| {
+        readable_file(s)?;
+        workflow::load_inventory(&expand(s))
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
     });
-    typed
+    if Path::new("inventory.yaml").is_file() {
+        question = question.default("inventory.yaml");
+    }
+    question
+        .ask(printer)
         .map(|t| expand(&t))
         .ok_or_else(|| declined("no inventory given"))
 }
@@ -124,7 +140,7 @@ fn candidates() -> Vec<(PathBuf, String)> {
             let name = e.file_name().to_string_lossy().into_owned();
             let label = format!(
                 "{name}  ({}, modified {})",
-                indicatif::BinaryBytes(m.len()),
+                ui::binary_bytes(m.len()),
                 when.format("%Y-%m-%d %H:%M UTC")
             );
             Some((modified, PathBuf::from(name), label))
@@ -137,27 +153,23 @@ fn candidates() -> Vec<(PathBuf, String)> {
 fn pick_snapshot(printer: &Printer) -> anyhow::Result<PathBuf> {
     let found = candidates();
     if !found.is_empty() {
-        let mut items: Vec<String> = found.iter().map(|(_, l)| l.clone()).collect();
-        items.push("another file (type its path)".into());
-        let choice = ask(printer, |theme| {
-            dialoguer::Select::with_theme(theme)
-                .with_prompt("Snapshot to restore (*.db here, newest first)")
-                .items(&items)
-                .default(0)
-                .interact()
-        })
+        let mut items: Vec<&str> = found.iter().map(|(_, l)| l.as_str()).collect();
+        items.push("another file (type its path)");
+        let choice = prompt::select(
+            printer,
+            "Snapshot to restore (*.db here, newest first)",
+            &items,
+            0,
+        )
         .ok_or_else(|| declined("no snapshot chosen"))?;
         if let Some((p, _)) = found.get(choice) {
             return Ok(p.clone());
         }
     }
-    let typed = ask(printer, |theme| {
-        dialoguer::Input::<String>::with_theme(theme)
-            .with_prompt("Path of the snapshot file (from `etcdctl snapshot save`)")
-            .validate_with(|s: &String| readable_file(s))
-            .interact_text()
-    })
-    .ok_or_else(|| declined("no snapshot chosen"))?;
+    let typed = prompt::Text::new("Path of the snapshot file (from `etcdctl snapshot save`)")
+        .validate(readable_file)
+        .ask(printer)
+        .ok_or_else(|| declined("no snapshot chosen"))?;
     Ok(expand(&typed))
 }
 
@@ -165,12 +177,8 @@ fn show_verdict(printer: &Printer, snap: &SnapshotInput) {
     let rev = snap.revision.map_or("unknown".into(), |r| r.to_string());
     let keys = snap.total_keys.map_or("unknown".into(), |k| k.to_string());
     let verdict = match &snap.refused {
-        None => console::style(format!("\u{2714} {}", snap.verdict))
-            .for_stderr()
-            .green(),
-        Some(_) => console::style(format!("\u{2718} {}", snap.verdict))
-            .for_stderr()
-            .red(),
+        None => ui::green(&format!("\u{2714} {}", snap.verdict)),
+        Some(_) => ui::red(&format!("\u{2718} {}", snap.verdict)),
     };
     let text = if snap.refused.is_some() {
         format!("  {}\n  {verdict}", snap.path)
@@ -180,67 +188,71 @@ fn show_verdict(printer: &Printer, snap: &SnapshotInput) {
             snap.path, snap.sha256, snap.size
         )
     };
-    say(printer, &text);
+    printer.say(&text);
 }
 
-/// `guide`.
-pub fn run(args: &GuideArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result<Exit> {
-    if !interactive(false) {
+/// Runs the guide from `guide`'s settings.
+pub(crate) fn start(guide: &Settings, global: &Global) -> anyhow::Result<Exit> {
+    if !prompt::can_ask() {
         return Err(anyhow::Error::new(ExitWith(Exit::Usage))
             .context("the guide asks questions and needs a terminal"))
         .hint("review with `etcd-recover plan -i INV --snapshot FILE`, then restore with `etcd-recover apply -i INV --snapshot FILE --yes`");
     }
-    let printer = Arc::new(Printer::new(args.output.style()));
-    restore::runtime()?.block_on(async {
-        let interrupts = Interrupts::install(printer.clone());
-        say(
-            &printer,
+    Session::run(guide.style, |session| async move {
+        let printer = &session.printer;
+        printer.say(
             "etcd-recover guide: restore etcd from a snapshot on every control-plane node.\nNothing is changed until you type the cluster name at the end; Ctrl-C quits.",
         );
 
-        heading(&printer, 1, "inventory");
-        let inventory = match &args.inventory {
+        heading(printer, 1, "inventory");
+        let inventory = match &guide.inventory {
             Some(i) => i.clone(),
-            None => ask_inventory(&printer)?,
+            None => ask_inventory(printer)?,
         };
-        let s = restore::settings(&inventory, ssh, state, Some(&args.opts));
-        say(&printer, &format!("  connecting to the nodes of {} ...", inventory.display()));
+        let s = guide.plan.settings(global, inventory.clone());
+        printer.say(&format!(
+            "  connecting to the nodes of {} ...",
+            inventory.display()
+        ));
         let cluster = workflow::connect(&s).await?;
-        restore::warn_all(&printer, &cluster.inventory.warnings);
+        printer.warnings(&cluster.inventory.warnings);
         let mut lines = String::new();
         for n in &cluster.inventory.inventory.nodes {
-            match cluster.unreachable.iter().find(|u| u.node.as_deref() == Some(&n.name)) {
+            match cluster
+                .unreachable
+                .iter()
+                .find(|u| u.node.as_deref() == Some(&n.name))
+            {
                 None => lines.push_str(&format!(
                     "  {} {} reachable over SSH\n",
-                    console::style("\u{2714}").for_stderr().green(),
+                    ui::green("\u{2714}"),
                     n.name
                 )),
                 Some(u) => lines.push_str(&format!(
                     "  {} {}: {}\n",
-                    console::style("\u{2718}").for_stderr().red(),
+                    ui::red("\u{2718}"),
                     n.name,
                     u.message
                 )),
             }
         }
-        say(&printer, lines.trim_end());
+        printer.say(lines.trim_end());
 
-        heading(&printer, 2, "snapshot");
+        heading(printer, 2, "snapshot");
         let (snapshot, snap) = loop {
-            let path = pick_snapshot(&printer)?;
-            say(&printer, &format!("  verifying {} ...", path.display()));
-            let snap = workflow::snapshot_input(&path, args.opts.skip_hash_check);
-            show_verdict(&printer, &snap);
+            let path = pick_snapshot(printer)?;
+            printer.say(&format!("  verifying {} ...", path.display()));
+            let snap = workflow::snapshot_input(&path, s.skip_hash_check);
+            show_verdict(printer, &snap);
             if snap.refused.is_none() {
                 break (path, snap);
             }
-            let again = ask(&printer, |theme| {
-                dialoguer::Select::with_theme(theme)
-                    .with_prompt("This snapshot cannot be restored")
-                    .items(["choose another snapshot", "quit"])
-                    .default(0)
-                    .interact()
-            });
+            let again = prompt::select(
+                printer,
+                "This snapshot cannot be restored",
+                &["choose another snapshot", "quit"],
+                0,
+            );
             if again != Some(0) {
                 return Err(declined("no valid snapshot chosen")).hint(
                     "a raw copy of member/snap/db has no integrity trailer: pass --skip-hash-check to accept it knowingly",
@@ -248,57 +260,52 @@ pub fn run(args: &GuideArgs, ssh: &SshArgs, state: &StateArgs) -> anyhow::Result
             }
         };
 
-        heading(&printer, 3, "plan");
-        say(&printer, "  reading every node (nothing is changed) ...");
+        heading(printer, 3, "plan");
+        printer.say("  reading every node (nothing is changed) ...");
         let (plan, _) =
             workflow::make_plan_with(&s, &cluster, snap, workflow::new_run_id()).await?;
-        let color = std::io::stderr().is_terminal();
-        say(&printer, &render::summary(&plan, color));
+        let color = ui::color_stderr();
+        printer.say(&render::summary(&plan, color));
         if plan.is_applicable() {
-            loop {
-                let choice = ask(&printer, |theme| {
-                    dialoguer::Select::with_theme(theme)
-                        .with_prompt("Next")
-                        .items([
-                            "go on to the confirmation",
-                            "show the full plan (every command, move, wait and rollback)",
-                            "save the full plan as Markdown (for the change ticket)",
-                            "quit",
-                        ])
-                        .default(0)
-                        .interact()
-                });
-                match choice {
-                    Some(0) => break,
-                    Some(1) => say(&printer, &render::render(&plan, Format::Text, color)),
-                    Some(2) => {
-                        let name = format!("etcd-restore-plan-{}.md", plan.run_id);
-                        let out = ask(&printer, |theme| {
-                            dialoguer::Input::<String>::with_theme(theme)
-                                .with_prompt("Save to")
-                                .default(name)
-                                .interact_text()
-                        });
-                        if let Some(out) = out {
-                            let out = expand(&out);
-                            match std::fs::write(&out, render::render(&plan, Format::Markdown, false)) {
-                                Ok(()) => say(&printer, &format!("  saved {}", out.display())),
-                                Err(e) => say(&printer, &format!("  cannot write {}: {e}", out.display())),
-                            }
-                        }
-                    }
-                    _ => return Err(declined("quit before the restore")),
-                }
-            }
-            heading(&printer, 4, "restore");
+            review(printer, &plan, color)?;
+            heading(printer, 4, "restore");
         }
-        let flow = ApplyFlow {
+        let opts = StartOptions {
             yes: false,
-            step: args.step,
-            no_rollback: args.no_rollback,
+            step: guide.step,
+            no_rollback: guide.no_rollback,
             dry_run: false,
             show_summary: false,
         };
-        restore::execute(plan, &cluster, &s.state_dir, &snapshot, flow, printer, &interrupts).await
+        session
+            .start(plan, &cluster, &s.state_dir, &snapshot, opts)
+            .await
     })
+}
+
+/// Offers the full plan, as text or saved as Markdown, until the user goes on or quits.
+fn review(printer: &Printer, plan: &crate::plan::Plan, color: bool) -> anyhow::Result<()> {
+    let items = [
+        "go on to the confirmation",
+        "show the full plan (every command, move, wait and rollback)",
+        "save the full plan as Markdown (for the change ticket)",
+        "quit",
+    ];
+    loop {
+        match prompt::select(printer, "Next", &items, 0) {
+            Some(0) => return Ok(()),
+            Some(1) => printer.say(&render::render(plan, Format::Text, color)),
+            Some(2) => {
+                let name = format!("etcd-restore-plan-{}.md", plan.run_id);
+                if let Some(out) = prompt::Text::new("Save to").default(name).ask(printer) {
+                    let out = expand(&out);
+                    match std::fs::write(&out, render::render(plan, Format::Markdown, false)) {
+                        Ok(()) => printer.say(&format!("  saved {}", out.display())),
+                        Err(e) => printer.say(&format!("  cannot write {}: {e}", out.display())),
+                    }
+                }
+            }
+            _ => return Err(declined("quit before the restore")),
+        }
+    }
 }

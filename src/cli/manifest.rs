@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 
 use crate::error::Exit;
 use crate::manifest::{self, EtcdManifest, StaticPod};
+use crate::ui;
 
-use super::snapshot::OutputFormat;
+use super::args::OutputFormat;
 
 /// `manifest` subcommands.
 #[derive(Debug, Args)]
@@ -54,7 +55,7 @@ pub enum ManifestCommand {
 }
 
 /// Runs a `manifest` subcommand.
-pub fn run(args: ManifestArgs) -> anyhow::Result<Exit> {
+pub(crate) fn run(args: ManifestArgs) -> anyhow::Result<Exit> {
     match args.command {
         ManifestCommand::Rewrite {
             data_hostpath,
@@ -74,22 +75,18 @@ fn rewrite(file: &PathBuf, new_path: &str, diff: bool) -> anyhow::Result<Exit> {
     let rw = manifest::rewrite_data_hostpath(&bytes, new_path)
         .map_err(manifest::ManifestError::into_anyhow)
         .with_context(|| format!("cannot rewrite the data hostPath of `{}`", file.display()))?;
-    let mut out = std::io::stdout().lock();
     if diff {
         let label = file.to_string_lossy();
-        out.write_all(rw.unified_diff(label.trim_start_matches('/')).as_bytes())?;
+        ui::document(rw.unified_diff(label.trim_start_matches('/')))?;
     } else {
-        out.write_all(rw.rewritten.as_bytes())?;
+        ui::document(&rw.rewritten)?;
     }
-    out.flush()?;
-    let mut err = std::io::stderr().lock();
-    writeln!(
-        err,
+    ui::line(&format!(
         "changed hostPath of volume `{}` (line {}): {} -> {}",
         rw.volume, rw.line, rw.old_path, rw.new_path
-    )?;
+    ));
     for note in &rw.notes {
-        writeln!(err, "note: {note}")?;
+        ui::line(&format!("note: {note}"));
     }
     Ok(Exit::Success)
 }
@@ -105,7 +102,7 @@ fn show(file: &PathBuf, output: OutputFormat) -> anyhow::Result<Exit> {
         Err(manifest::ManifestError::NoEtcdContainer { .. }) => None,
         Err(e) => return Err(e.into_anyhow().context(context())),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = Vec::new();
     match output {
         OutputFormat::Json => {
             let value = match &etcd {
@@ -124,6 +121,7 @@ fn show(file: &PathBuf, output: OutputFormat) -> anyhow::Result<Exit> {
             None => write_pod(&mut out, &pod)?,
         },
     }
+    ui::document(out)?;
     Ok(Exit::Success)
 }
 

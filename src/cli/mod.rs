@@ -1,21 +1,30 @@
 //! Command-line interface: clap types live here and in the per-command files, and never leave
-//! this module. Each command resolves its arguments into plain settings and calls the library.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//! this module. Each command resolves its arguments once into plain settings
+//! (`args::Global`, [`workflow::Settings`](crate::workflow::Settings), ...) and calls the
+//! library; `apply`, `guide`, `resume` and `rollback` share one flow (`flow`: confirm, engine,
+//! report). Everything shown to the user goes through [`crate::ui`].
 
-pub mod common;
+pub mod apply;
+pub mod args;
+pub mod check;
+pub mod completions;
+mod flow;
 pub mod guide;
-pub mod restore;
+mod interrupts;
+pub mod manifest;
+pub mod plan;
+pub mod resume;
+pub mod rollback;
+mod runs;
+pub mod snapshot;
+pub mod status;
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 use crate::error::{self, Exit};
-
-pub mod check;
-pub mod manifest;
-pub mod snapshot;
 
 /// Restore a Kubernetes control plane's etcd from a snapshot on every control-plane node at
 /// once, over SSH, as a staged plan you can preview, pause, resume and roll back.
@@ -41,34 +50,34 @@ pub struct Cli {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub ssh: common::SshArgs,
+    pub ssh: args::SshArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub state: common::StateArgs,
+    pub state: args::StateArgs,
 }
 
 /// All commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the complete restore plan (every command, move, wait, rollback and diff); change nothing
-    Plan(restore::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Restore the snapshot on every node: guided, staged, resumable, rolled back on failure
-    Apply(restore::ApplyArgs),
+    Apply(apply::ApplyArgs),
     /// Walk through the whole restore: pick and verify the snapshot, review the plan, apply it
     Guide(guide::GuideArgs),
     /// Continue a paused or interrupted run
     #[command(
         after_help = "Examples:\n  etcd-recover resume 20261122-031500-1a2b\n  etcd-recover resume 20261122-031500-1a2b -i inventory.yaml   # run started on another workstation"
     )]
-    Resume(restore::RunArgs),
+    Resume(args::RunArgs),
     /// Undo a run's completed steps on every node, newest first
     #[command(
         after_help = "Examples:\n  etcd-recover rollback 20261122-031500-1a2b\n  etcd-recover rollback 20261122-031500-1a2b -i inventory.yaml --yes"
     )]
-    Rollback(restore::RunArgs),
+    Rollback(args::RunArgs),
     /// Show runs, or one run's stage and step per node
-    Status(restore::StatusArgs),
+    Status(status::StatusArgs),
     /// Print shell completions
     #[command(
         after_help = "Examples:\n  etcd-recover completions bash > /etc/bash_completion.d/etcd-recover\n  etcd-recover completions zsh > \"${fpath[1]}/_etcd-recover\"\n  etcd-recover completions fish > ~/.config/fish/completions/etcd-recover.fish"
@@ -97,9 +106,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code.into(),
         Err(err) => {
-            let mut stderr = std::io::stderr().lock();
-            let _ = error::render(&err, &mut stderr);
-            let _ = stderr.flush();
+            crate::ui::error::print(&err);
             error::exit_code(&err).into()
         }
     }
@@ -111,20 +118,25 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         ssh,
         state,
     } = cli;
+    let global = args::Global::resolve(&ssh, &state);
     match command {
-        Command::Plan(a) => restore::plan(&a, &ssh, &state),
-        Command::Apply(a) => restore::apply(&a, &ssh, &state),
-        Command::Guide(a) => guide::run(&a, &ssh, &state),
-        Command::Resume(a) => restore::resume(&a, &ssh, &state),
-        Command::Rollback(a) => restore::rollback(&a, &ssh, &state),
-        Command::Status(a) => restore::status(&a, &ssh, &state),
-        Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "etcd-recover", &mut std::io::stdout());
-            Ok(Exit::Success)
-        }
-        Command::Check(args) => check::run(args, &ssh),
-        Command::Manifest(args) => manifest::run(args),
-        Command::Snapshot(args) => snapshot::run(args),
+        Command::Plan(a) => plan::run(&a, &global),
+        Command::Apply(a) => apply::run(&a, &global),
+        Command::Guide(a) => guide::run(&a, &global),
+        Command::Resume(a) => resume::run(&a, &global),
+        Command::Rollback(a) => rollback::run(&a, &global),
+        Command::Status(a) => status::run(&a, &global),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Check(a) => check::run(&a, &global),
+        Command::Manifest(a) => manifest::run(a),
+        Command::Snapshot(a) => snapshot::run(a),
     }
+}
+
+/// A multi-threaded runtime for commands that talk to nodes.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

@@ -3,21 +3,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand, ValueEnum};
-
 use anyhow::Context;
+use clap::{Args, Subcommand};
 
+use super::args::OutputFormat;
 use crate::error::{Exit, HintExt};
 use crate::snapshot::{self, SnapshotReport, VerifyOptions};
-
-/// Output format of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Human-readable text.
-    Text,
-    /// JSON.
-    Json,
-}
+use crate::ui;
 
 /// `snapshot` subcommands.
 #[derive(Debug, Args)]
@@ -59,7 +51,7 @@ pub enum SnapshotCommand {
 }
 
 /// Runs a `snapshot` subcommand.
-pub fn run(args: SnapshotArgs) -> anyhow::Result<Exit> {
+pub(crate) fn run(args: SnapshotArgs) -> anyhow::Result<Exit> {
     match args.command {
         SnapshotCommand::Verify {
             skip_hash_check,
@@ -80,12 +72,12 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<Exit> {
                     etcdutl,
                 },
             );
-            let mut out = std::io::stdout().lock();
+            let mut out = Vec::new();
             match output {
                 OutputFormat::Json => write_json(&mut out, &report)?,
                 OutputFormat::Text => write_text(&mut out, &report)?,
             }
-            out.flush()?;
+            ui::document(out)?;
             match (&report.problem, output) {
                 (Some(p), OutputFormat::Text) => Err(anyhow::anyhow!("{p}"))
                     .context(format!(

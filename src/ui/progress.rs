@@ -7,7 +7,8 @@
 //!   per step, with no control characters;
 //! - `--output json` streams one JSON object per event and line, for automation.
 //!
-//! Progress goes to stderr; stdout stays free for data. Prompts suspend the bars first.
+//! Progress goes to stderr; stdout stays free for data. Prompts suspend the bars first
+//! (see [`super::prompt`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,13 +45,16 @@ impl Style {
     }
 }
 
-/// Renders events.
+/// A command's progress on stderr: renders events, lines and warnings, and hides the bars
+/// while a prompt or a block of text owns the terminal.
 pub struct Printer {
     style: Style,
     multi: MultiProgress,
     bars: Mutex<HashMap<(String, String), Bar>>,
     stage: Mutex<StageTally>,
     prompting: AtomicBool,
+    /// Set once the engine may change nodes (see [`Printer::engine_starts`]).
+    engine_running: AtomicBool,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -114,6 +118,7 @@ impl Printer {
             bars: Mutex::new(HashMap::new()),
             stage: Mutex::new(StageTally::default()),
             prompting: AtomicBool::new(false),
+            engine_running: AtomicBool::new(false),
             out: Mutex::new(out),
         }
     }
@@ -146,6 +151,20 @@ impl Printer {
         }
     }
 
+    /// Prints each of `warnings` with [`Printer::warning`] (so that with `--output json`
+    /// every line stays one JSON object).
+    pub fn warnings(&self, warnings: &[String]) {
+        for w in warnings {
+            self.warning(w);
+        }
+    }
+
+    /// Prints `text` and a newline on stderr as it is (whatever the style), with the bars
+    /// hidden while it prints: headings, summaries and details between prompts.
+    pub fn say(&self, text: &str) {
+        self.suspend(|| eprintln!("{text}"));
+    }
+
     /// Runs `f` with the bars hidden (for prompts), then redraws them. While `f` runs,
     /// [`Printer::prompting`] is true.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -158,6 +177,17 @@ impl Printer {
     /// True while a prompt owns the terminal.
     pub fn prompting(&self) -> bool {
         self.prompting.load(Ordering::SeqCst)
+    }
+
+    /// Marks that the engine runs and may change nodes: from now on Ctrl-C at a prompt gets
+    /// "no answer" (the caller pauses) instead of quitting with nothing changed.
+    pub fn engine_starts(&self) {
+        self.engine_running.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Printer::engine_starts`] was called.
+    pub fn engine_running(&self) -> bool {
+        self.engine_running.load(Ordering::SeqCst)
     }
 
     fn write(&self, line: &str) {
@@ -560,42 +590,6 @@ impl Printer {
     }
 }
 
-/// Shows the cursor again (dialoguer hides it while a selection is open) when stderr is a
-/// terminal. Raw mode needs no repair: console leaves it before it reports an interrupt.
-pub fn restore_terminal() {
-    let t = console::Term::stderr();
-    if t.is_term() {
-        let _ = t.show_cursor();
-    }
-}
-
-/// Asks for SSH key passphrases on the terminal, without echo. The passphrase never reaches a
-/// log, an argv or a report.
-pub struct TerminalPassphrase;
-
-impl crate::transport::PassphrasePrompt for TerminalPassphrase {
-    fn passphrase(
-        &self,
-        key_file: &std::path::Path,
-        attempt: u32,
-    ) -> Option<zeroize::Zeroizing<String>> {
-        let prompt = if attempt > 1 {
-            format!(
-                "Wrong passphrase; passphrase for {} (try {attempt})",
-                key_file.display()
-            )
-        } else {
-            format!("Passphrase for {}", key_file.display())
-        };
-        dialoguer::Password::new()
-            .with_prompt(prompt)
-            .allow_empty_password(true)
-            .interact()
-            .ok()
-            .map(zeroize::Zeroizing::new)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,14 +638,20 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn plain_lines_have_no_control_characters_and_one_line_per_node_step() {
+    /// What a printer in `style` writes for [`events`].
+    fn rendered(style: Style) -> String {
         let buf = Buf::default();
-        let p = Printer::to_writer(Style::Plain, Box::new(buf.clone()));
+        let p = Printer::to_writer(style, Box::new(buf.clone()));
         for e in events() {
             p.event(&e);
         }
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn plain_lines_have_no_control_characters_and_one_line_per_node_step() {
+        let text = rendered(Style::Plain);
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"
@@ -667,12 +667,7 @@ mod tests {
 
     #[test]
     fn json_lines_parse_one_by_one() {
-        let buf = Buf::default();
-        let p = Printer::to_writer(Style::Json, Box::new(buf.clone()));
-        for e in events() {
-            p.event(&e);
-        }
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let text = rendered(Style::Json);
         let parsed: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
