@@ -34,7 +34,7 @@ pub trait Exec: Send + Sync {
 /// How long to wait before checking again what has waited `elapsed` so far: what is usually
 /// quick (a pod going away, a member starting to serve) is seen within 100 ms; what takes
 /// longer is checked twice a second. Every check is one short command on the node.
-pub fn poll_pause(elapsed: Duration) -> Duration {
+fn poll_pause(elapsed: Duration) -> Duration {
     if elapsed < Duration::from_secs(3) {
         Duration::from_millis(100)
     } else {

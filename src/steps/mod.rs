@@ -18,7 +18,7 @@ mod static_pods;
 mod step;
 
 pub use command::{When, INVENTORY_COMMANDS};
-pub use exec::{poll, poll_pause, Exec, Wait};
+pub use exec::{poll, Exec, Wait};
 pub use kubeadm_config::set_kubeadm_data_dir;
 pub use rules::{Condition, Rule};
 pub use step::{NodeCx, PlanCx, Planned, Site, Step};
