@@ -139,14 +139,12 @@ pub async fn seed(
     Ok((t0.elapsed(), revision))
 }
 
-/// Saves a snapshot of `node`'s etcd to `out` with the real etcdctl of the lab's version.
-pub fn snapshot(st: &LabState, node: &NodeState, out: &Path) -> Result<String> {
+/// `etcdctl` (the binary given) against `node`'s etcd with the node's health-check client
+/// certificate; the caller adds the command.
+pub fn etcdctl(etcdctl: &Path, node: &NodeState) -> Command {
     let pki = NodePaths::new(&node.dir).pki().join("etcd");
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        util::mkdir(parent)?;
-    }
-    let o = Command::new(&st.etcd.etcdctl)
-        .env("ETCDCTL_API", "3")
+    let mut c = Command::new(etcdctl);
+    c.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{}:2379", node.ip))
         .arg(format!("--cacert={}", pki.join("ca.crt").display()))
         .arg(format!(
@@ -156,7 +154,16 @@ pub fn snapshot(st: &LabState, node: &NodeState, out: &Path) -> Result<String> {
         .arg(format!(
             "--key={}",
             pki.join("healthcheck-client.key").display()
-        ))
+        ));
+    c
+}
+
+/// Saves a snapshot of `node`'s etcd to `out` with the real etcdctl of the lab's version.
+pub fn snapshot(st: &LabState, node: &NodeState, out: &Path) -> Result<String> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        util::mkdir(parent)?;
+    }
+    let o = etcdctl(&st.etcd.etcdctl, node)
         .arg("--dial-timeout=5s")
         .arg("--command-timeout=60s")
         .args(["snapshot", "save"])

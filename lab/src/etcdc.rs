@@ -39,9 +39,19 @@ pub async fn connect_node(
     ip: std::net::Ipv4Addr,
     timeout: Duration,
 ) -> Result<Client> {
+    connect_healthcheck(pki_dir, &[format!("https://{ip}:2379")], timeout).await
+}
+
+/// Connects to `endpoints` with the health-check client certificate of the node PKI in
+/// `pki_dir` (`/etc/kubernetes/pki` of a node).
+pub async fn connect_healthcheck(
+    pki_dir: &Path,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<Client> {
     let etcd = pki_dir.join("etcd");
     connect(
-        &[format!("https://{ip}:2379")],
+        endpoints,
         &etcd.join("ca.crt"),
         &etcd.join("healthcheck-client.crt"),
         &etcd.join("healthcheck-client.key"),

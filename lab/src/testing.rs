@@ -1,10 +1,15 @@
-//! Test harness: bring a lab up in a free address slot, talk to it, and always tear it down.
+//! Test harness: bring a lab up in a free address slot, talk to it, read its etcd, manifests
+//! and health, and always tear it down; plus the real processes that transport and snapshot
+//! tests want alone (a throwaway [`Sshd`] and [`Etcd`]) and the waits tests share.
 //!
 //! ```no_run
 //! use etcd_recover_lab::testing::{Lab, LabOptions};
-//! let lab = Lab::up(LabOptions::default())?;
+//! let lab = Lab::up(LabOptions::nodes(3).poll_ms(200))?;
 //! let st = lab.status()?;
 //! assert_eq!(st["summary"]["healthy_members"], 3);
+//! lab.seed(100);
+//! assert!(lab.count("/registry/") >= 100);
+//! lab.fault("cp-2", "stop-sshd");
 //! lab.down();
 //! # anyhow::Ok(())
 //! ```
@@ -13,6 +18,9 @@
 //! `/tmp/etcd-recover-lab-slots/<n>.lock` for its whole life and uses the addresses
 //! `127.0.<n>.11...`; labs in parallel threads or processes never collide. The lab lives in a
 //! fresh temporary directory that is removed on drop, unless `ETCD_RECOVER_KEEP_LAB=1`.
+//!
+//! Apart from [`Lab::up`], [`Lab::lab`] and [`Lab::status`], which return errors, the helpers
+//! here panic with what failed: they are for tests.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -23,6 +31,16 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::state::NodePaths;
+
+mod cluster;
+mod etcd;
+mod process;
+mod sshd;
+
+pub use crate::up::cache_dir;
+pub use etcd::{etcd35_dir, Etcd};
+pub use process::{cmdline, free_port, ok, pid_alive, port_open, wait_for};
+pub use sshd::{keygen, keygen_with, Sshd};
 
 /// Directory of the slot lock files.
 pub const SLOT_DIR: &str = "/tmp/etcd-recover-lab-slots";
@@ -69,6 +87,34 @@ impl Default for LabOptions {
             ssh_user: None,
             poll_ms: 1000,
         }
+    }
+}
+
+impl LabOptions {
+    /// `nodes` control-plane nodes, everything else by default.
+    pub fn nodes(nodes: usize) -> LabOptions {
+        LabOptions {
+            nodes,
+            ..LabOptions::default()
+        }
+    }
+
+    /// With this etcd version.
+    pub fn etcd(self, etcd: EtcdVersion) -> LabOptions {
+        LabOptions { etcd, ..self }
+    }
+
+    /// With this SSH user (created with passwordless sudo) instead of root.
+    pub fn ssh_user(self, user: &str) -> LabOptions {
+        LabOptions {
+            ssh_user: Some(user.to_string()),
+            ..self
+        }
+    }
+
+    /// With this poll period of the static-pod runners, in milliseconds.
+    pub fn poll_ms(self, poll_ms: u64) -> LabOptions {
+        LabOptions { poll_ms, ..self }
     }
 }
 

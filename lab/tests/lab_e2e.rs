@@ -3,15 +3,12 @@
 //! All tests live in this one binary so that they run in parallel threads; each lab takes
 //! its own address slot.
 
-mod common;
-
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
-use etcd_recover_lab::testing::{lab_bin, EtcdVersion, Lab, LabOptions};
+use etcd_recover_lab::testing::*;
 use serde_json::Value;
 
 fn assert_healthy_cluster(status: &Value, nodes: usize, version_prefix: &str) {
@@ -58,10 +55,10 @@ fn assert_healthy_cluster(status: &Value, nodes: usize, version_prefix: &str) {
 /// certificate is accepted.
 fn assert_tls_only(lab: &Lab, i: usize) {
     ok(
-        &etcdctl(lab, i, &["endpoint", "health"]),
+        &lab.etcdctl(i, &["endpoint", "health"]),
         "etcdctl endpoint health with client cert",
     );
-    let st = lab_json(lab);
+    let st = lab.state();
     let ca = lab.node_dir(i).join("etc/kubernetes/pki/etcd/ca.crt");
     let no_cert = Command::new(st["etcd"]["etcdctl"].as_str().expect("etcdctl"))
         .env("ETCDCTL_API", "3")
@@ -85,26 +82,39 @@ fn assert_tls_only(lab: &Lab, i: usize) {
 
 fn assert_ssh(lab: &Lab, user: &str) {
     for i in 1..=lab.nodes {
-        let out = ssh(
-            lab,
-            user,
-            lab.node_ip(i),
-            &lab.known_hosts(),
-            "id -un; hostname",
-        );
+        let out = lab.ssh(user, lab.node_ip(i), &lab.known_hosts(), "id -un; hostname");
         let text = ok(&out, &format!("ssh {user}@{}", lab.node_ip(i)));
         assert!(text.starts_with(user), "{text}");
     }
     // OpenSSH refuses a host it has no key for when StrictHostKeyChecking=yes.
     let empty = lab.dir.join("empty_known_hosts");
     fs::write(&empty, "").expect("write empty known_hosts");
-    let out = ssh(lab, user, lab.node_ip(1), &empty, "true");
+    let out = lab.ssh(user, lab.node_ip(1), &empty, "true");
     assert!(
         !out.status.success(),
         "ssh with an empty known_hosts must fail"
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Host key verification failed"), "{err}");
+}
+
+/// Every pid the lab recorded: pods (from the status), runners and sshds.
+fn recorded_pids(status: &Value) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for n in status["nodes"].as_array().expect("nodes") {
+        let name = n["name"].as_str().unwrap_or("?");
+        for (pod, p) in n["pods"].as_object().expect("pods") {
+            if let Some(pid) = p["pid"].as_i64() {
+                out.push((format!("{name}/{pod}"), pid));
+            }
+        }
+        for d in ["runner", "sshd"] {
+            if let Some(pid) = n[d]["pid"].as_i64() {
+                out.push((format!("{name}/{d}"), pid));
+            }
+        }
+    }
+    out
 }
 
 fn assert_down_leaves_nothing(lab: Lab) {
@@ -121,8 +131,7 @@ fn assert_down_leaves_nothing(lab: Lab) {
         );
     }
     let ips: Vec<Ipv4Addr> = (1..=lab.nodes).map(|i| lab.node_ip(i)).collect();
-    let out = lab.lab(&["down"]).expect("run down");
-    ok(&out, "down");
+    lab.run(&["down"]);
     for (what, pid) in &pids {
         assert!(
             !pid_alive(*pid),
@@ -135,22 +144,27 @@ fn assert_down_leaves_nothing(lab: Lab) {
         }
     }
     // Idempotent.
-    ok(&lab.lab(&["down"]).expect("run down again"), "second down");
+    lab.run(&["down"]);
     lab.down();
+}
+
+/// Brings a lab up (saying how long it took) and checks it: healthy on etcd `version_prefix`,
+/// TLS only (on node `tls_node`), and SSH as its user with strict host keys.
+fn up_healthy(opts: LabOptions, version_prefix: &str, tls_node: usize) -> Lab {
+    let what = format!("{opts:?}");
+    let t0 = Instant::now();
+    let lab = Lab::up(opts).expect("lab up");
+    eprintln!("lab {what} up in {:.1}s", t0.elapsed().as_secs_f64());
+    let status = lab.status().expect("status");
+    assert_healthy_cluster(&status, lab.nodes, version_prefix);
+    assert_tls_only(&lab, tls_node);
+    assert_ssh(&lab, &lab.ssh_user);
+    lab
 }
 
 #[test]
 fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
-    let t0 = Instant::now();
-    let lab = Lab::up(LabOptions::default()).expect("lab up");
-    eprintln!(
-        "3-node etcd 3.5 lab up in {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
-    let status = lab.status().expect("status");
-    assert_healthy_cluster(&status, 3, "3.5.");
-    assert_tls_only(&lab, 2);
-    assert_ssh(&lab, "root");
+    let lab = up_healthy(LabOptions::nodes(3), "3.5.", 2);
 
     // The inventory works as is for the tool.
     let inv: serde_yaml::Value =
@@ -174,7 +188,7 @@ fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
     for i in 1..=3 {
         let key = format!("/registry/lab-heartbeat/cp-{i}");
         let out = ok(
-            &etcdctl(&lab, 1, &["get", &key, "--print-value-only"]),
+            &lab.etcdctl(1, &["get", &key, "--print-value-only"]),
             "get heartbeat",
         );
         let ms: u128 = out
@@ -194,10 +208,7 @@ fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
     // Seed 10 000 keys quickly; every member sees them (plus the 3 heartbeat keys, which
     // all exist by now: checked above).
     let t = Instant::now();
-    let out = ok(
-        &lab.lab(&["seed", "--keys", "10000"]).expect("seed"),
-        "seed",
-    );
+    let out = lab.seed(10_000);
     let took = t.elapsed();
     eprintln!("{}", out.trim());
     assert!(
@@ -210,8 +221,7 @@ fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
         assert_eq!(n["etcd"]["keys"].as_i64(), Some(3 + 10_000), "{n:#}");
     }
     let cms = ok(
-        &etcdctl(
-            &lab,
+        &lab.etcdctl(
             3,
             &[
                 "get",
@@ -228,18 +238,14 @@ fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
 
     // A real snapshot with the real etcdctl; etcdutl reads it back.
     let snap = lab.dir.join("snap.db");
-    ok(
-        &lab.lab(&[
-            "snapshot",
-            "--out",
-            snap.to_str().expect("utf8"),
-            "--node",
-            "cp-2",
-        ])
-        .expect("snapshot"),
+    lab.run(&[
         "snapshot",
-    );
-    let st = lab_json(&lab);
+        "--out",
+        snap.to_str().expect("utf8"),
+        "--node",
+        "cp-2",
+    ]);
+    let st = lab.state();
     let etcdutl = st["etcd"]["etcdutl"].as_str().expect("etcdutl");
     let out = ok(
         &Command::new(etcdutl)
@@ -253,7 +259,7 @@ fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
     assert!(v["totalKey"].as_i64().unwrap_or(0) >= 10_000, "{v}");
 
     // The text status renders.
-    let text = ok(&lab.lab(&["status"]).expect("status"), "status");
+    let text = lab.run(&["status"]);
     assert!(text.contains("3/3 members healthy"), "{text}");
 
     assert_down_leaves_nothing(lab);
@@ -261,39 +267,22 @@ fn etcd35_three_nodes_tls_ssh_seed_snapshot_down() {
 
 #[test]
 fn etcd34_three_nodes_with_a_sudo_user() {
-    let t0 = Instant::now();
-    let lab = Lab::up(LabOptions {
-        etcd: EtcdVersion::V34,
-        ssh_user: Some("erlab".into()),
-        ..Default::default()
-    })
-    .expect("lab up");
-    eprintln!(
-        "3-node etcd 3.4 lab (user erlab) up in {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
-    let status = lab.status().expect("status");
-    assert_healthy_cluster(&status, 3, "3.4.");
-    assert_tls_only(&lab, 1);
-    assert_ssh(&lab, "erlab");
-    let out = ssh(
-        &lab,
-        "erlab",
-        lab.node_ip(2),
-        &lab.known_hosts(),
-        "sudo -n id -u",
-    );
+    let opts = LabOptions::nodes(3)
+        .etcd(EtcdVersion::V34)
+        .ssh_user("erlab");
+    let lab = up_healthy(opts, "3.4.", 1);
+    let out = lab.ssh("erlab", lab.node_ip(2), &lab.known_hosts(), "sudo -n id -u");
     assert_eq!(ok(&out, "sudo over ssh").trim(), "0");
     let inv = fs::read_to_string(&lab.inventory).expect("inventory");
     assert!(inv.contains("  user: erlab\n"), "{inv}");
     assert!(inv.contains("  restore_tool: auto\n"), "{inv}");
-    let yaml = fs::read_to_string(manifest(&lab, 1, "etcd.yaml")).expect("etcd.yaml");
+    let yaml = fs::read_to_string(lab.manifests_dir(1).join("etcd.yaml")).expect("etcd.yaml");
     assert!(yaml.contains("image: registry.k8s.io/etcd:3.4."), "{yaml}");
     assert_down_leaves_nothing(lab);
 }
 
 fn etcd_pid(lab: &Lab) -> Option<i64> {
-    let p = pods(lab, 1);
+    let p = lab.pods(1);
     let pid = p["etcd"]["pid"].as_i64()?;
     (pid_alive(pid) && p["etcd"]["state"] == "running").then_some(pid)
 }
@@ -301,7 +290,7 @@ fn etcd_pid(lab: &Lab) -> Option<i64> {
 fn wait_etcd_serving(lab: &Lab, what: &str) -> i64 {
     wait_for(what, Duration::from_secs(20), || {
         let pid = etcd_pid(lab)?;
-        etcdctl(lab, 1, &["endpoint", "health", "--command-timeout=1s"])
+        lab.etcdctl(1, &["endpoint", "health", "--command-timeout=1s"])
             .status
             .success()
             .then_some(pid)
@@ -317,15 +306,10 @@ fn write_into(dir: &std::path::Path, name: &str, text: &str) {
 
 #[test]
 fn runner_stops_starts_and_restarts_etcd_like_the_kubelet() {
-    let lab = Lab::up(LabOptions {
-        nodes: 1,
-        poll_ms: 200,
-        ..Default::default()
-    })
-    .expect("lab up");
+    let lab = Lab::up(LabOptions::nodes(1).poll_ms(200)).expect("lab up");
     let ip = lab.node_ip(1);
     let mdir = lab.manifests_dir(1);
-    let etcd_yaml = manifest(&lab, 1, "etcd.yaml");
+    let etcd_yaml = mdir.join("etcd.yaml");
     let original = fs::read_to_string(&etcd_yaml).expect("etcd.yaml");
     let p1 = wait_etcd_serving(&lab, "etcd running");
 
@@ -338,7 +322,7 @@ fn runner_stops_starts_and_restarts_etcd_like_the_kubelet() {
     wait_for(
         "no etcd pod while its manifest is out",
         Duration::from_secs(5),
-        || pods(&lab, 1).get("etcd").is_none().then_some(()),
+        || lab.pods(1).get("etcd").is_none().then_some(()),
     );
     wait_for(
         "apiserver unready without etcd",
@@ -403,15 +387,11 @@ fn runner_stops_starts_and_restarts_etcd_like_the_kubelet() {
     );
 
     // A killed container comes back (back-off 1 s), with the restart counted.
-    ok(
-        &lab.lab(&["fault", "--node", "cp-1", "kill-etcd"])
-            .expect("kill-etcd"),
-        "kill-etcd",
-    );
+    lab.fault("cp-1", "kill-etcd");
     assert!(!pid_alive(p3));
     let p4 = wait_etcd_serving(&lab, "etcd restarted after kill");
     assert_ne!(p3, p4);
-    assert_eq!(pods(&lab, 1)["etcd"]["restarts"], 1);
+    assert_eq!(lab.pods(1)["etcd"]["restarts"], 1);
     assert!(cmdline(p4).contains(&format!("--data-dir={}", new_data.display())));
 
     assert_down_leaves_nothing(lab);
@@ -419,15 +399,10 @@ fn runner_stops_starts_and_restarts_etcd_like_the_kubelet() {
 
 #[test]
 fn runner_resolves_names_and_adopts_pods_like_the_kubelet() {
-    let lab = Lab::up(LabOptions {
-        nodes: 1,
-        poll_ms: 200,
-        ..Default::default()
-    })
-    .expect("lab up");
+    let lab = Lab::up(LabOptions::nodes(1).poll_ms(200)).expect("lab up");
     let ip = lab.node_ip(1);
     let mdir = lab.manifests_dir(1);
-    let changed = fs::read_to_string(manifest(&lab, 1, "etcd.yaml")).expect("etcd.yaml");
+    let changed = fs::read_to_string(mdir.join("etcd.yaml")).expect("etcd.yaml");
     let p3 = wait_etcd_serving(&lab, "etcd running");
 
     // A later file with the same pod name (etcd.yaml.bak sorts after etcd.yaml) is ignored.
@@ -464,7 +439,7 @@ fn runner_resolves_names_and_adopts_pods_like_the_kubelet() {
         Some(p3),
         "the first file by name keeps running"
     );
-    let p = pods(&lab, 1);
+    let p = lab.pods(1);
     assert!(
         p.get("hidden").is_none() && p.get("other").is_none(),
         "{p:#}"
@@ -482,7 +457,7 @@ fn runner_resolves_names_and_adopts_pods_like_the_kubelet() {
         let pid = etcd_pid(&lab)?;
         (pid != p3 && cmdline(pid).contains("--snapshot-count=30000")).then_some(pid)
     });
-    assert!(pods(&lab, 1)["etcd"]["manifest"]
+    assert!(lab.pods(1)["etcd"]["manifest"]
         .as_str()
         .unwrap_or("")
         .ends_with("/etcd-copy.yaml"));
@@ -494,22 +469,18 @@ fn runner_resolves_names_and_adopts_pods_like_the_kubelet() {
     wait_etcd_serving(&lab, "etcd serving again");
 
     // A kubelet restart adopts running pods instead of restarting them.
-    let before = pods(&lab, 1);
-    let runner_before = lab_json(&lab)["nodes"][0]["runner"]["pid"]
+    let before = lab.pods(1);
+    let runner_before = lab.state()["nodes"][0]["runner"]["pid"]
         .as_i64()
         .expect("runner pid");
-    let out = ok(
-        &lab.lab(&["kubelet-restart", "--node", "cp-1"])
-            .expect("kubelet-restart"),
-        "kubelet-restart",
-    );
+    let out = lab.run(&["kubelet-restart", "--node", "cp-1"]);
     assert!(out.contains("adopted: etcd"), "{out}");
-    let runner_after = lab_json(&lab)["nodes"][0]["runner"]["pid"]
+    let runner_after = lab.state()["nodes"][0]["runner"]["pid"]
         .as_i64()
         .expect("runner pid");
     assert_ne!(runner_before, runner_after);
     assert!(!pid_alive(runner_before));
-    let after = pods(&lab, 1);
+    let after = lab.pods(1);
     for pod in [
         "etcd",
         "kube-apiserver",
@@ -523,40 +494,20 @@ fn runner_resolves_names_and_adopts_pods_like_the_kubelet() {
         assert!(pid_alive(after[pod]["pid"].as_i64().expect("pid")));
     }
     // The new runner still supervises the adopted pods: a killed etcd comes back.
-    ok(
-        &lab.lab(&["fault", "--node", "cp-1", "kill-etcd"])
-            .expect("kill-etcd"),
-        "kill-etcd",
-    );
+    lab.fault("cp-1", "kill-etcd");
     assert!(!pid_alive(p5));
     let p6 = wait_etcd_serving(&lab, "etcd restarted after kill");
     assert_ne!(p5, p6);
-    assert_eq!(pods(&lab, 1)["etcd"]["restarts"], 1);
+    assert_eq!(lab.pods(1)["etcd"]["restarts"], 1);
 
     // Stopping the runner leaves the pods running; sshd faults work.
-    ok(
-        &lab.lab(&["fault", "--node", "cp-1", "stop-runner"])
-            .expect("stop-runner"),
-        "stop-runner",
-    );
+    lab.fault("cp-1", "stop-runner");
     assert!(pid_alive(p6), "pods survive a stopped runner");
-    ok(
-        &lab.lab(&["fault", "--node", "cp-1", "stop-sshd"])
-            .expect("stop-sshd"),
-        "stop-sshd",
-    );
+    lab.fault("cp-1", "stop-sshd");
     assert!(!port_open(ip, 22));
-    ok(
-        &lab.lab(&["fault", "--node", "cp-1", "start-sshd"])
-            .expect("start-sshd"),
-        "start-sshd",
-    );
+    lab.fault("cp-1", "start-sshd");
     assert!(port_open(ip, 22));
-    ok(
-        &lab.lab(&["fault", "--node", "cp-1", "start-runner"])
-            .expect("start-runner"),
-        "start-runner",
-    );
+    lab.fault("cp-1", "start-runner");
     assert_eq!(etcd_pid(&lab), Some(p6), "restarted runner adopts etcd");
 
     assert_down_leaves_nothing(lab);
@@ -678,34 +629,35 @@ fn failed_up_tears_everything_down_and_shows_logs() {
     ok(&out, "down after failed up");
 }
 
-/// Runs only as the child of `abandoned_lab_is_reclaimed`: brings a lab up and dies without
-/// running any destructor, like a test process killed by SIGKILL or Ctrl-C.
-#[test]
-fn child_that_abandons_its_lab() {
-    if std::env::var("ETCD_RECOVER_LAB_ABANDON").is_err() {
-        return;
-    }
-    let lab = Lab::up(LabOptions {
-        nodes: 1,
-        ..Default::default()
-    })
-    .expect("lab up");
+/// Set for the child process of [`abandoned_lab_is_reclaimed_by_the_next_lab`] only.
+const ABANDON: &str = "ETCD_RECOVER_LAB_TEST_ABANDON";
+
+/// The child's part: brings a lab up, says where, and dies without running any destructor,
+/// like a test process killed by SIGKILL or Ctrl-C.
+fn abandon_a_lab() -> ! {
+    let lab = Lab::up(LabOptions::nodes(1)).expect("lab up");
     println!("ABANDONED {}", lab.dir.display());
     use std::io::Write;
     let _ = std::io::stdout().flush();
     std::process::abort();
 }
 
+/// A test process that dies without running destructors leaves its lab running; the next
+/// `Lab::up` anywhere stops it and removes it. The process that dies is this test itself, run
+/// again as a child with [`ABANDON`] set.
 #[test]
 fn abandoned_lab_is_reclaimed_by_the_next_lab() {
+    if std::env::var_os(ABANDON).is_some() {
+        abandon_a_lab();
+    }
     let out = Command::new(std::env::current_exe().expect("test exe"))
         .args([
             "--exact",
-            "child_that_abandons_its_lab",
+            "abandoned_lab_is_reclaimed_by_the_next_lab",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("ETCD_RECOVER_LAB_ABANDON", "1")
+        .env(ABANDON, "1")
         .output()
         .expect("run child");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -736,11 +688,7 @@ fn abandoned_lab_is_reclaimed_by_the_next_lab() {
     let etcd = etcd["etcd"]["pid"].as_i64().expect("etcd pid");
 
     // The next lab anywhere reclaims every abandoned slot before taking its own.
-    let lab = Lab::up(LabOptions {
-        nodes: 1,
-        ..Default::default()
-    })
-    .expect("lab up");
+    let lab = Lab::up(LabOptions::nodes(1)).expect("lab up");
     // (A lab of a parallel test may be the one that reclaims it; allow it to finish.)
     wait_for(
         "the abandoned lab to be stopped and removed",

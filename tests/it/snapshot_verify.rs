@@ -1,13 +1,10 @@
 //! `etcd-recover snapshot verify` on real snapshots taken from a throwaway etcd 3.5.1, and on
 //! damaged copies of them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use sha2::{Digest, Sha256};
+use crate::harness::*;
 
 struct Made {
     dir: PathBuf,
@@ -22,7 +19,7 @@ fn made() -> &'static Made {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("snapshot-verify");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut etcd = common::Etcd::start(&dir);
+        let mut etcd = Etcd::start(&dir);
         for i in 0..5 {
             etcd.put(
                 &format!("/registry/secret-key-{i}"),
@@ -49,43 +46,23 @@ fn write_case(name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn verify(path: &Path, extra: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_etcd-recover"))
+/// `snapshot verify EXTRA... PATH`.
+fn verify(path: &Path, extra: &[&str]) -> Outcome {
+    etcd_recover()
         .args(["snapshot", "verify"])
         .args(extra)
         .arg(path)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+        .run()
 }
 
+/// `snapshot verify -o json EXTRA... PATH`: the exit code and the verdict.
 fn verify_json(path: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
-    let mut args = vec!["-o", "json"];
-    args.extend_from_slice(extra);
-    let r = verify(path, &args);
-    let v = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
-    (r.code, v)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    let r = verify(path, &[&["-o", "json"], extra].concat());
+    (r.code, r.json())
 }
 
 fn etcdutl() -> String {
-    common::etcd_bin_dir()
-        .join("etcdutl")
-        .to_string_lossy()
-        .into_owned()
+    etcd35_dir().join("etcdutl").to_string_lossy().into_owned()
 }
 
 #[test]
@@ -98,8 +75,7 @@ fn a_real_snapshot_is_valid_and_reports_its_facts() {
         "etcdctl snapshot save writes a trailer"
     );
 
-    let r = verify(&m.snapshot, &["--etcdutl", &etcdutl()]);
-    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let r = verify(&m.snapshot, &["--etcdutl", &etcdutl()]).success();
     let first = r.stdout.lines().next().unwrap();
     assert_eq!(
         first,
@@ -193,31 +169,23 @@ fn each_kind_of_damage_is_refused_with_its_own_error() {
     let mut errors = Vec::new();
     for (name, bytes, want) in &cases {
         let path = write_case(name, bytes);
-        let r = verify(&path, &["--no-etcdutl"]);
-        assert_eq!(r.code, Some(1), "{name}: {}", r.stdout);
+        let r = verify(&path, &["--no-etcdutl"]).expect_exit(1);
         let first = r.stdout.lines().next().unwrap_or_default();
         assert!(
             first.starts_with(&format!("REFUSED: {}: ", path.display())) && first.contains(want),
             "{name}: {first}"
         );
         // And the error, as every error is rendered: what, why, what to do.
-        let err: Vec<&str> = r.stderr.lines().collect();
+        assert!(r.stderr.starts_with("error: "), "{name}: {r}");
+        let e = r.error_block();
         assert_eq!(
-            err.first().copied(),
-            Some(format!("error: snapshot `{}` cannot be restored", path.display()).as_str()),
-            "{name}: {}",
-            r.stderr
+            e.error,
+            format!("snapshot `{}` cannot be restored", path.display()),
+            "{name}"
         );
         assert!(
-            err.get(1)
-                .is_some_and(|l| l.starts_with("caused by: ") && l.contains(want)),
-            "{name}: {}",
-            r.stderr
-        );
-        assert!(
-            err.last().is_some_and(|l| l.starts_with("hint: ")),
-            "{name}: {}",
-            r.stderr
+            e.causes.first().is_some_and(|c| c.contains(want)),
+            "{name}: {r}"
         );
         let (code, v) = verify_json(&path, &["--no-etcdutl"]);
         assert_eq!(code, Some(1));
@@ -245,18 +213,14 @@ fn a_raw_db_copy_needs_the_explicit_opt_in() {
     let bytes = std::fs::read(raw).unwrap();
     assert_eq!(bytes.len() % 4096, 0);
 
-    let r = verify(raw, &["--no-etcdutl"]);
-    assert_eq!(r.code, Some(1));
+    let r = verify(raw, &["--no-etcdutl"])
+        .expect_exit(1)
+        .stdout_contains("no integrity trailer")
+        .stderr_contains("hint: ")
+        .stderr_contains("--skip-hash-check");
     assert!(r.stdout.starts_with("REFUSED: "), "{}", r.stdout);
-    assert!(r.stdout.contains("no integrity trailer"), "{}", r.stdout);
-    assert!(
-        r.stderr.contains("hint: ") && r.stderr.contains("--skip-hash-check"),
-        "{}",
-        r.stderr
-    );
 
-    let r = verify(raw, &["--skip-hash-check", "--etcdutl", &etcdutl()]);
-    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    let r = verify(raw, &["--skip-hash-check", "--etcdutl", &etcdutl()]).success();
     let mut lines = r.stdout.lines();
     assert!(lines.next().unwrap().starts_with("OK (STRUCTURE ONLY): "));
     assert!(lines
@@ -285,17 +249,17 @@ fn a_trailer_is_checked_even_with_skip_hash_check() {
     let mut flipped = good.clone();
     flipped[good.len() - 100] ^= 0x80;
     let p = write_case("flipped-skip.db", &flipped);
-    let r = verify(&p, &["--skip-hash-check", "--no-etcdutl"]);
-    assert_eq!(r.code, Some(1));
-    assert!(r.stdout.contains("SHA-256 mismatch"), "{}", r.stdout);
+    verify(&p, &["--skip-hash-check", "--no-etcdutl"])
+        .expect_exit(1)
+        .stdout_contains("SHA-256 mismatch");
 }
 
 #[test]
 fn a_missing_file_or_directory_is_refused() {
-    let r = verify(&made().dir.join("does-not-exist.db"), &["--no-etcdutl"]);
-    assert_eq!(r.code, Some(1));
-    assert!(r.stdout.contains("no such file"), "{}", r.stdout);
-    let r = verify(&made().dir, &["--no-etcdutl"]);
-    assert_eq!(r.code, Some(1));
-    assert!(r.stdout.contains("not a regular file"), "{}", r.stdout);
+    verify(&made().dir.join("does-not-exist.db"), &["--no-etcdutl"])
+        .expect_exit(1)
+        .stdout_contains("no such file");
+    verify(&made().dir, &["--no-etcdutl"])
+        .expect_exit(1)
+        .stdout_contains("not a regular file");
 }

@@ -1,12 +1,11 @@
 //! End-to-end restores of real lab clusters (real sshd, real etcd, kubelet-like runner) with the
 //! real binary.
 
-mod support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_recover_lab::testing::{EtcdVersion, Lab, LabOptions};
-use support::*;
+use serde_json::Value;
+
+use crate::harness::*;
 
 fn now_ms() -> u128 {
     SystemTime::now()
@@ -22,41 +21,26 @@ fn full_restore(opts: LabOptions, output: &str) {
     let l = Lab::up(opts).expect("lab up");
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    lab(&l, &["seed", "--keys", "400"]);
-    let configmaps = count(&l, "/registry/configmaps/");
-    let secrets = count(&l, "/registry/secrets/");
+    l.seed(400);
+    let configmaps = l.count("/registry/configmaps/");
+    let secrets = l.count("/registry/secrets/");
     assert_eq!(configmaps + secrets, 400);
-    let old_cluster = healthy_cluster_id(&l);
-    let snap = snapshot(&l, tmp.path(), "snap.db");
+    let old_cluster = l.healthy_cluster_id();
+    let snap = l.snapshot(tmp.path().join("snap.db"));
     let snap_taken = now_ms();
-    lab(
-        &l,
-        &[
-            "seed",
-            "--keys",
-            "150",
-            "--prefix",
-            "/registry/configmaps/after-snapshot/",
-        ],
-    );
-    assert_eq!(count(&l, "/registry/configmaps/after-snapshot/"), 150);
-    let original = manifests(&l);
+    l.seed_under(AFTER_SNAPSHOT, 150);
+    assert_eq!(l.count(AFTER_SNAPSHOT), 150);
+    let original = l.manifests();
 
-    let out = run(
-        &state,
-        &[
-            "apply",
-            "-i",
-            l.inventory.to_str().unwrap(),
-            "--snapshot",
-            snap.to_str().unwrap(),
-            "--yes",
-            "--output",
-            output,
-        ],
-    );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "apply failed:\n{stdout}\n{stderr}");
+    let stderr = etcd_recover()
+        .state(&state)
+        .apply(&l.inventory)
+        .snapshot(&snap)
+        .yes()
+        .output(output)
+        .run()
+        .success()
+        .stderr;
 
     // Not a terminal: no escape codes; one line (or event) per node per step that ran.
     assert!(!stderr.contains('\x1b'), "escape codes in {output} output");
@@ -103,7 +87,7 @@ fn full_restore(opts: LabOptions, output: &str) {
             }
         }
         "json" => {
-            let events: Vec<serde_json::Value> = stderr
+            let events: Vec<Value> = stderr
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
                 .collect();
@@ -131,20 +115,20 @@ fn full_restore(opts: LabOptions, output: &str) {
     }
 
     // The new cluster: healthy, one new ID, equal hashes, apiservers ready.
-    let new_cluster = healthy_cluster_id(&l);
+    let new_cluster = l.healthy_cluster_id();
     assert_ne!(
         new_cluster, old_cluster,
         "a fresh token gives a new cluster ID"
     );
     // Keys written after the snapshot are gone; keys from before are all there.
-    assert_eq!(count(&l, "/registry/configmaps/after-snapshot/"), 0);
-    assert_eq!(count(&l, "/registry/configmaps/"), configmaps);
-    assert_eq!(count(&l, "/registry/secrets/"), secrets);
+    assert_eq!(l.count(AFTER_SNAPSHOT), 0);
+    assert_eq!(l.count("/registry/configmaps/"), configmaps);
+    assert_eq!(l.count("/registry/secrets/"), secrets);
     // No apiserver heartbeat from the restore window survived: each one is either in the
     // snapshot or was written after the apiservers were started again.
     let restarted = step_started_ms(&report, "start-apiserver/1");
     for i in 1..=nodes {
-        if let Some(v) = get(&l, &format!("/registry/lab-heartbeat/cp-{i}")) {
+        if let Some(v) = l.get(&format!("/registry/lab-heartbeat/cp-{i}")) {
             let t: i64 = v.trim().parse().unwrap();
             assert!(
                 t <= snap_taken as i64 || t >= restarted,
@@ -153,7 +137,7 @@ fn full_restore(opts: LabOptions, output: &str) {
         }
     }
     // Manifests dirs hold exactly the expected files; only etcd.yaml changed, in its hostPath.
-    let now = manifests(&l);
+    let now = l.manifests();
     assert_eq!(
         now.keys().collect::<Vec<_>>(),
         original.keys().collect::<Vec<_>>()
@@ -181,21 +165,20 @@ fn full_restore(opts: LabOptions, output: &str) {
     assert_eq!(report["outcome"], "completed");
     // `status` from the journal and from the nodes themselves.
     let run_id = report["run_id"].as_str().unwrap();
-    let out = run(
-        &state,
-        &["status", run_id, "-i", l.inventory.to_str().unwrap()],
-    );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stdout.contains(&format!("run {run_id} of cluster lab: completed")),
-        "{stdout}"
-    );
+    let status = etcd_recover()
+        .state(&state)
+        .args(["status", run_id])
+        .arg("-i")
+        .arg(&l.inventory)
+        .run()
+        .success()
+        .stdout_contains(&format!("run {run_id} of cluster lab: completed"));
     for i in 1..=nodes {
-        let line = stdout
+        let line = status
+            .stdout
             .lines()
             .find(|x| x.starts_with(&format!("node cp-{i}:")))
-            .unwrap_or_else(|| panic!("{stdout}"));
+            .unwrap_or_else(|| panic!("{status}"));
         assert!(
             line.contains("steps done") && line.contains("no lock"),
             "{line}"
@@ -205,25 +188,15 @@ fn full_restore(opts: LabOptions, output: &str) {
 
 #[test]
 fn restores_three_nodes_etcd35_as_root() {
-    full_restore(
-        LabOptions {
-            nodes: 3,
-            etcd: EtcdVersion::V35,
-            ..LabOptions::default()
-        },
-        "plain",
-    );
+    full_restore(LabOptions::nodes(3).etcd(EtcdVersion::V35), "plain");
 }
 
 #[test]
 fn restores_three_nodes_etcd34_with_a_sudo_user() {
     full_restore(
-        LabOptions {
-            nodes: 3,
-            etcd: EtcdVersion::V34,
-            ssh_user: Some("erlab".into()),
-            ..LabOptions::default()
-        },
+        LabOptions::nodes(3)
+            .etcd(EtcdVersion::V34)
+            .ssh_user("erlab"),
         "plain",
     );
 }
@@ -231,22 +204,10 @@ fn restores_three_nodes_etcd34_with_a_sudo_user() {
 /// With `--output json`: every line is one JSON event.
 #[test]
 fn restores_one_node_with_json_events() {
-    full_restore(
-        LabOptions {
-            nodes: 1,
-            ..LabOptions::default()
-        },
-        "json",
-    );
+    full_restore(LabOptions::nodes(1), "json");
 }
 
 #[test]
 fn restores_five_nodes() {
-    full_restore(
-        LabOptions {
-            nodes: 5,
-            ..LabOptions::default()
-        },
-        "plain",
-    );
+    full_restore(LabOptions::nodes(5), "plain");
 }

@@ -3,12 +3,21 @@
 //! SSH to a node is lost before or during a run.
 #![allow(clippy::print_stderr)]
 
-mod support;
-
+use std::path::Path;
 use std::time::Instant;
 
-use etcd_recover_lab::testing::{Lab, LabOptions};
-use support::*;
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// `apply --snapshot SNAP --yes` on the lab with its own state directory.
+fn apply(l: &Lab, state: &Path, snap: &Path) -> EtcdRecover {
+    etcd_recover()
+        .state(state)
+        .apply(&l.inventory)
+        .snapshot(snap)
+        .yes()
+}
 
 /// A command step that fails on cp-2 only.
 fn fail_on_cp2() -> serde_yaml::Value {
@@ -26,17 +35,7 @@ enum Inject {
 #[test]
 fn a_failure_at_every_stage_rolls_back_to_exactly_the_cluster_before() {
     let t0 = Instant::now();
-    let l = Lab::up(LabOptions {
-        nodes: 3,
-        poll_ms: 200,
-        // A plain user through sudo: every remote command skips root's heavy login shell
-        // setup on this machine, which keeps these long loops short.
-        ssh_user: Some("erlab".into()),
-        ..LabOptions::default()
-    })
-    .expect("lab up");
-    let tmp = tempfile::tempdir().unwrap();
-    let snap = seed_and_snapshot(&l, tmp.path());
+    let Setup { lab: l, tmp, snap } = Setup::for_loops();
     let before = baseline(&l);
     assert_eq!(before.after_snapshot, 150);
 
@@ -86,33 +85,14 @@ fn a_failure_at_every_stage_rolls_back_to_exactly_the_cluster_before() {
             }
         };
         let state = tmp.path().join(format!("state-{k}"));
-        let out = run(
-            &state,
-            &[
-                "apply",
-                "-i",
-                l.inventory.to_str().unwrap(),
-                "--snapshot",
-                snap.to_str().unwrap(),
-                "--playbook",
-                file.to_str().unwrap(),
-                "--yes",
-                "--output",
-                "plain",
-            ],
-        );
-        let (_, stderr) = text(&out);
-        assert_eq!(
-            out.status.code(),
-            Some(5),
-            "{what}: apply must fail and roll back:\n{stderr}"
-        );
-        assert!(
-            stderr.contains(&format!(
+        apply(&l, &state, &snap)
+            .playbook(&file)
+            .output("plain")
+            .run()
+            .expect_exit(5)
+            .stderr_contains(&format!(
                 "failed at {failing_step} on cp-2 and was rolled back"
-            )),
-            "{what}: the summary names the failed step and node:\n{stderr}"
-        );
+            ));
         let report = report_json(&state);
         assert_eq!(report["outcome"], "rolled-back", "{what}");
         assert_as_before(&l, &before, &what);
@@ -128,20 +108,9 @@ fn a_failure_at_every_stage_rolls_back_to_exactly_the_cluster_before() {
 
 #[test]
 fn lost_ssh_before_and_during_a_run() {
-    let l = Lab::up(LabOptions {
-        nodes: 3,
-        poll_ms: 200,
-        // A plain user through sudo: every remote command skips root's heavy login shell
-        // setup on this machine, which keeps these long loops short.
-        ssh_user: Some("erlab".into()),
-        ..LabOptions::default()
-    })
-    .expect("lab up");
-    let tmp = tempfile::tempdir().unwrap();
-    let snap = seed_and_snapshot(&l, tmp.path());
+    let Setup { lab: l, tmp, snap } = Setup::for_loops();
     let before = baseline(&l);
-    let inv = l.inventory.to_str().unwrap().to_string();
-    let lab_bin = etcd_recover_lab::testing::lab_bin();
+    let lab_bin = lab_bin();
     let lab_bin = lab_bin.to_str().unwrap();
     let dir = l.dir.to_str().unwrap();
     let run_dirs = |l: &Lab| -> Vec<String> {
@@ -159,42 +128,22 @@ fn lost_ssh_before_and_during_a_run() {
     // 1. sshd of cp-2 is down before apply: refused in preflight, naming the node; nothing on
     //    any node changes and no run directory or lock is created.
     let t = Instant::now();
-    lab(&l, &["fault", "--node", "cp-2", "stop-sshd"]);
+    l.fault("cp-2", "stop-sshd");
     let state = tmp.path().join("state-before");
-    let out = run(
-        &state,
-        &[
-            "apply",
-            "-i",
-            &inv,
-            "--snapshot",
-            snap.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "plain",
-        ],
-    );
-    let (_, stderr) = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "preflight must refuse:\n{stderr}"
-    );
+    let refused = apply(&l, &state, &snap)
+        .output("plain")
+        .run()
+        .expect_exit(3)
+        .stderr_contains("nothing was changed");
+    let stderr = &refused.stderr;
     assert!(
         stderr.contains("cp-2") && stderr.contains("connection refused"),
         "the refusal names the node and why:\n{stderr}"
     );
-    assert!(stderr.contains("nothing was changed"), "{stderr}");
     assert!(!stderr.contains("cp-1: cannot reach") && !stderr.contains("cp-3: cannot reach"));
     assert_eq!(run_dirs(&l), Vec::<String>::new(), "no run directories");
-    assert!(
-        !state.join("runs").exists()
-            || std::fs::read_dir(state.join("runs"))
-                .unwrap()
-                .next()
-                .is_none()
-    );
-    lab(&l, &["fault", "--node", "cp-2", "start-sshd"]);
+    assert_no_runs(&state);
+    l.fault("cp-2", "start-sshd");
     assert_as_before(&l, &before, "sshd down before apply");
     eprintln!("sshd down before apply: {:.1}s", t.elapsed().as_secs_f64());
 
@@ -217,32 +166,17 @@ fn lost_ssh_before_and_during_a_run() {
         stages.insert(i + 1, stage_of("fail-after-start-etcd", fail_on_cp2()));
     });
     let state = tmp.path().join("state-listener");
-    let out = run(
-        &state,
-        &[
-            "apply",
-            "-i",
-            &inv,
-            "--snapshot",
-            snap.to_str().unwrap(),
-            "--playbook",
-            pb.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "plain",
-        ],
-    );
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(5), "{stderr}");
-    assert!(
-        stderr.contains("failed at fail-after-start-etcd/1 on cp-2"),
-        "{stderr}"
-    );
+    apply(&l, &state, &snap)
+        .playbook(&pb)
+        .output("plain")
+        .run()
+        .expect_exit(5)
+        .stderr_contains("failed at fail-after-start-etcd/1 on cp-2");
     assert!(
         std::net::TcpStream::connect((l.node_ip(2), 22)).is_err(),
         "cp-2's sshd listener was really stopped during the run"
     );
-    lab(&l, &["fault", "--node", "cp-2", "start-sshd"]);
+    l.fault("cp-2", "start-sshd");
     assert_as_before(&l, &before, "sshd listener stopped mid-run");
     eprintln!(
         "sshd listener stopped mid-run: {:.1}s",
@@ -264,24 +198,13 @@ fn lost_ssh_before_and_during_a_run() {
             ),
         );
     });
-    let apply_drop = |state: &std::path::Path| {
-        spawn(
-            state,
-            &[
-                "apply",
-                "-i",
-                &inv,
-                "--snapshot",
-                snap.to_str().unwrap(),
-                "--playbook",
-                drop_pb.to_str().unwrap(),
-                "--yes",
-                "--output",
-                "json",
-            ],
-        )
+    let apply_drop = |state: &Path| {
+        apply(&l, state, &snap)
+            .playbook(&drop_pb)
+            .output("json")
+            .spawn()
     };
-    let is_lost = |v: &serde_json::Value| {
+    let is_lost = |v: &Value| {
         v["event"] == "step-failed" && v["node"] == "cp-2" && v["step"] == "cp-2-drops-off/1"
     };
 
@@ -297,7 +220,7 @@ fn lost_ssh_before_and_during_a_run() {
         error.contains("SSH connection") && error.contains("was lost") && error.contains("unknown"),
         "the failure says the connection was lost: {error}"
     );
-    lab(&l, &["fault", "--node", "cp-2", "start-sshd"]);
+    l.fault("cp-2", "start-sshd");
     let code = apply.finish();
     assert_eq!(
         code,
@@ -341,7 +264,7 @@ fn lost_ssh_before_and_during_a_run() {
         for f in ["etcd.yaml", "kube-apiserver.yaml"] {
             let k = format!("cp-{i}/{f}");
             assert_eq!(
-                manifests(&l).get(&k),
+                l.manifests().get(&k),
                 before.manifests.get(&k),
                 "{k} restored"
             );
@@ -353,15 +276,19 @@ fn lost_ssh_before_and_during_a_run() {
     );
     for i in [1, 3] {
         assert_eq!(
-            count_on(&l, i, AFTER_SNAPSHOT),
+            l.count_on(i, AFTER_SNAPSHOT),
             150,
             "cp-{i} serves the old cluster (quorum of 2)"
         );
     }
-    lab(&l, &["fault", "--node", "cp-2", "start-sshd"]);
-    let out = run(&state, &["rollback", &run_id, "--yes", "--output", "plain"]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "second rollback:\n{stderr}");
+    l.fault("cp-2", "start-sshd");
+    etcd_recover()
+        .state(&state)
+        .rollback(&run_id)
+        .yes()
+        .output("plain")
+        .run()
+        .success();
     assert_as_before(&l, &before, "connection lost, node back only after the run");
     eprintln!(
         "connection lost, node gone, rollback later: {:.1}s",

@@ -3,13 +3,14 @@
 //! variants of a real manifest, and the real binary on one fixture.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use etcd_recover::etcd::ids::{InitialCluster, Urls};
 use etcd_recover::manifest::{
     rewrite_data_hostpath, EtcdManifest, ManifestError, ProbeAction, ProbeSource, Rewrite,
     StaticPod,
 };
+
+use crate::harness::*;
 
 const NEW: &str = "/var/lib/etcd-restored";
 
@@ -342,6 +343,11 @@ fn synthetic_four_space_indent_and_flow_mapping() {
     assert!(rw.rewritten.contains("{path: '/data/a,b', type"));
 }
 
+/// Why rewriting `text` is refused.
+fn refusal(text: &str, new_path: &str) -> ManifestError {
+    rewrite_data_hostpath(text.as_bytes(), new_path).expect_err("a refusal")
+}
+
 #[test]
 fn synthetic_refusals() {
     // Two volumes mounted at the data dir: no single candidate.
@@ -350,8 +356,8 @@ fn synthetic_refusals() {
         "    - mountPath: /etc/kubernetes/pki/etcd\n      name: etcd-certs\n    - mountPath: /var/lib/etcd\n      name: etcd-certs\n",
     );
     assert!(matches!(
-        rewrite_data_hostpath(two.as_bytes(), NEW),
-        Err(ManifestError::AmbiguousMount { .. })
+        refusal(&two, NEW),
+        ManifestError::AmbiguousMount { .. }
     ));
     // The same volume defined twice.
     let dup = base().replace(
@@ -359,8 +365,8 @@ fn synthetic_refusals() {
         "  volumes:\n  - hostPath:\n      path: /srv/etcd\n    name: etcd-data\n",
     );
     assert!(matches!(
-        rewrite_data_hostpath(dup.as_bytes(), NEW),
-        Err(ManifestError::DuplicateVolume { .. })
+        refusal(&dup, NEW),
+        ManifestError::DuplicateVolume { .. }
     ));
     // PVC instead of hostPath.
     let pvc = base().replace(
@@ -368,57 +374,54 @@ fn synthetic_refusals() {
         "  - name: etcd-data\n    persistentVolumeClaim:\n      claimName: etcd\n",
     );
     assert!(matches!(
-        rewrite_data_hostpath(pvc.as_bytes(), NEW),
-        Err(ManifestError::NotHostPath { .. })
+        refusal(&pvc, NEW),
+        ManifestError::NotHostPath { .. }
     ));
     // No volume mounted at the data dir.
     let none = base().replace(
         "    - mountPath: /var/lib/etcd\n      name: etcd-data\n",
         "",
     );
-    assert!(matches!(
-        rewrite_data_hostpath(none.as_bytes(), NEW),
-        Err(ManifestError::NoMount { .. })
-    ));
+    assert!(matches!(refusal(&none, NEW), ManifestError::NoMount { .. }));
     // A block scalar cannot be edited in place.
     let block = base().replace(DATA_LINE, "      path: >-\n        /var/lib/etcd\n");
     assert!(matches!(
-        rewrite_data_hostpath(block.as_bytes(), NEW),
-        Err(ManifestError::UneditableScalar { .. })
+        refusal(&block, NEW),
+        ManifestError::UneditableScalar { .. }
     ));
     // Bad new paths.
     for bad in ["var/lib/x", "/var/lib/../x", "/x\ny", "/"] {
         assert!(matches!(
-            rewrite_data_hostpath(base().as_bytes(), bad),
-            Err(ManifestError::InvalidNewPath { .. })
+            refusal(&base(), bad),
+            ManifestError::InvalidNewPath { .. }
         ));
     }
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_etcd-recover"))
+/// `manifest rewrite --data-hostpath NEW ARGS... FILE`.
+fn rewrite(args: &[&str], file: &Path) -> Outcome {
+    etcd_recover()
+        .args(["manifest", "rewrite", "--data-hostpath", NEW])
+        .args(args)
+        .arg(file)
+        .run()
 }
 
 #[test]
 fn binary_prints_a_one_line_diff() {
     let file = fixtures_dir().join("019.yaml");
-    let out = bin()
-        .args(["manifest", "rewrite", "--data-hostpath", NEW, "--diff"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let out = rewrite(&["--diff"], &file)
+        .success()
+        .stderr_contains("ClusterConfiguration");
     let label = file.to_string_lossy().trim_start_matches('/').to_string();
     assert!(
-        stdout.starts_with(&format!("--- a/{label}\n+++ b/{label}\n")),
-        "{stdout}"
+        out.stdout
+            .starts_with(&format!("--- a/{label}\n+++ b/{label}\n")),
+        "{}",
+        out.stdout
     );
-    let changes: Vec<&str> = stdout
+    let changes: Vec<&str> = out
+        .stdout
         .lines()
         .skip(2)
         .filter(|l| l.starts_with('-') || l.starts_with('+'))
@@ -430,54 +433,38 @@ fn binary_prints_a_one_line_diff() {
             "+      path: /var/lib/etcd-restored"
         ]
     );
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("ClusterConfiguration"), "{stderr}");
 
     // Without --diff: the whole file, byte for byte except the one value.
-    let out = bin()
-        .args(["manifest", "rewrite", "--data-hostpath", NEW])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let out = rewrite(&[], &file).success();
     let original = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
+        out.stdout,
         original.replace(DATA_LINE, "      path: /var/lib/etcd-restored\n")
     );
 }
 
 #[test]
 fn binary_refuses_a_negative_fixture_with_a_hint() {
-    let out = bin()
-        .args(["manifest", "rewrite", "--data-hostpath", NEW])
-        .arg(fixtures_dir().join("026-negative.yaml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = rewrite(&[], &fixtures_dir().join("026-negative.yaml"))
+        .expect_exit(1)
+        .stderr_contains("caused by: this is a Pod as returned by the API server")
+        .stderr_contains("\nhint: ");
     assert!(out.stdout.is_empty());
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.starts_with("error: cannot rewrite"), "{stderr}");
     assert!(
-        stderr.contains("caused by: this is a Pod as returned by the API server"),
-        "{stderr}"
+        out.stderr.starts_with("error: cannot rewrite"),
+        "{}",
+        out.stderr
     );
-    assert!(stderr.contains("\nhint: "), "{stderr}");
 }
 
 #[test]
 fn binary_shows_manifest_facts() {
-    let out = bin()
+    let v = etcd_recover()
         .args(["manifest", "show", "-o", "json"])
         .arg(fixtures_dir().join("002.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        .run()
+        .success()
+        .json();
     assert_eq!(v["data_volume"]["mapping"]["host_path"], "/data/etcd");
     assert_eq!(v["etcd"]["version"]["patch"], 17);
 }

@@ -1,16 +1,16 @@
-//! A real OpenSSH sshd on 127.0.0.1 with its own host key and a client key, for transport
-//! tests. Runs as the current user (root in CI); stopped by pid on drop.
+//! A throwaway OpenSSH sshd on 127.0.0.1 with its own host key and an authorized client key,
+//! for transport tests. Runs as the current user (root in CI); stopped by pid when dropped.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_recover::inventory::{Endpoint, SshTarget, SudoMode};
+use super::free_port;
 
 /// A running sshd.
 pub struct Sshd {
-    /// Holds keys, config, log and authorized_keys.
+    /// Holds keys, config, log and `authorized_keys`.
     pub dir: tempfile::TempDir,
     /// Listening port on 127.0.0.1.
     pub port: u16,
@@ -52,11 +52,6 @@ fn wait_ready(child: &mut Child, port: u16) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 impl Sshd {
@@ -137,35 +132,6 @@ impl Sshd {
     /// The sshd log so far (for failing assertions).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    /// An endpoint for this server, as root with the client key.
-    pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: "root".into(),
-            identity_files: vec![self.client_key.clone()],
-            identities_explicit: true,
-            identities_only: true,
-            known_hosts: vec![self.known_hosts.clone()],
-            global_known_hosts: vec![],
-            host_key_alias: None,
-        }
-    }
-
-    /// A target for this server named `node`.
-    pub fn target(&self, node: &str) -> SshTarget {
-        SshTarget {
-            node: node.into(),
-            endpoint: self.endpoint(),
-            jumps: vec![],
-            sudo: SudoMode::Auto,
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(60),
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 4,
-        }
     }
 
     /// Stops the server (by pid).

@@ -2,32 +2,24 @@
 //! finish the run, or `rollback` must undo it, from whatever the nodes and the journal hold.
 #![allow(clippy::print_stderr)]
 
-mod support;
-
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use etcd_recover_lab::testing::{Lab, LabOptions};
-use support::*;
+use crate::harness::*;
 
 /// Stages 2..=12 of the built-in playbook, by index.
 const STAGES: std::ops::RangeInclusive<u64> = 2..=12;
 
 /// Starts `apply` and SIGKILLs it as soon as it reports that stage `k` started. Returns the
 /// run id.
-fn apply_and_kill_at(l: &Lab, state: &std::path::Path, snap: &std::path::Path, k: u64) -> String {
-    let mut apply = spawn(
-        state,
-        &[
-            "apply",
-            "-i",
-            l.inventory.to_str().unwrap(),
-            "--snapshot",
-            snap.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-        ],
-    );
+fn apply_and_kill_at(l: &Lab, state: &Path, snap: &Path, k: u64) -> String {
+    let mut apply = etcd_recover()
+        .state(state)
+        .apply(&l.inventory)
+        .snapshot(snap)
+        .yes()
+        .output("json")
+        .spawn();
     let started = apply.until(|v| v["event"] == "stage-started" && v["index"] == k);
     let Some(stage) = started else {
         let code = apply.finish();
@@ -39,57 +31,54 @@ fn apply_and_kill_at(l: &Lab, state: &std::path::Path, snap: &std::path::Path, k
     run_id
 }
 
+/// `etcd-recover VERB RUN --yes --output plain` (`resume` or `rollback`), which must succeed;
+/// returns its stderr.
+fn finish(state: &Path, verb: &str, run_id: &str, k: u64) -> String {
+    let out = etcd_recover()
+        .state(state)
+        .args([verb, run_id])
+        .yes()
+        .output("plain")
+        .run();
+    assert_eq!(out.code, Some(0), "{verb} after a kill at stage {k}: {out}");
+    out.stderr
+}
+
 #[test]
 fn sigkill_at_every_stage_boundary_then_resume_completes_the_restore() {
     let t0 = Instant::now();
-    let l = Lab::up(LabOptions {
-        nodes: 3,
-        poll_ms: 200,
-        // A plain user through sudo: every remote command skips root's heavy login shell
-        // setup on this machine, which keeps these long loops short.
-        ssh_user: Some("erlab".into()),
-        ..LabOptions::default()
-    })
-    .expect("lab up");
-    let tmp = tempfile::tempdir().unwrap();
-    let snap = seed_and_snapshot(&l, tmp.path());
+    let Setup { lab: l, tmp, snap } = Setup::for_loops();
     let in_snapshot = (
-        count(&l, "/registry/configmaps/") - count(&l, AFTER_SNAPSHOT),
-        count(&l, "/registry/secrets/"),
+        l.count("/registry/configmaps/") - l.count(AFTER_SNAPSHOT),
+        l.count("/registry/secrets/"),
     );
     let mut timings = Vec::new();
     for k in STAGES {
         let t = Instant::now();
-        let before = wait_healthy(&l);
-        assert!(count(&l, AFTER_SNAPSHOT) > 0);
+        let before = l.wait_healthy();
+        assert!(l.count(AFTER_SNAPSHOT) > 0);
         let state = tmp.path().join(format!("state-{k}"));
         let run_id = apply_and_kill_at(&l, &state, &snap, k);
-        let out = run(&state, &["resume", &run_id, "--yes", "--output", "plain"]);
-        let (_, stderr) = text(&out);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "resume after a kill at stage {k}:\n{stderr}"
-        );
+        finish(&state, "resume", &run_id, k);
         assert_eq!(report_json(&state)["outcome"], "completed", "stage {k}");
-        let after = wait_healthy(&l);
+        let after = l.wait_healthy();
         assert_ne!(after, before, "stage {k}: the restore makes a new cluster");
         assert_eq!(
-            count(&l, AFTER_SNAPSHOT),
+            l.count(AFTER_SNAPSHOT),
             0,
             "stage {k}: keys written after the snapshot are gone"
         );
         assert_eq!(
             (
-                count(&l, "/registry/configmaps/"),
-                count(&l, "/registry/secrets/")
+                l.count("/registry/configmaps/"),
+                l.count("/registry/secrets/")
             ),
             in_snapshot,
             "stage {k}: every key of the snapshot is back"
         );
         assert_eq!(
             lock_files(&l),
-            Vec::<std::path::PathBuf>::new(),
+            Vec::<PathBuf>::new(),
             "stage {k}: locks released"
         );
         for i in 1..=l.nodes {
@@ -100,7 +89,7 @@ fn sigkill_at_every_stage_boundary_then_resume_completes_the_restore() {
             );
         }
         // Writes after this restore, so that the next one has something to take away.
-        lab(&l, &["seed", "--keys", "50", "--prefix", AFTER_SNAPSHOT]);
+        l.seed_under(AFTER_SNAPSHOT, 50);
         timings.push(format!("stage {k}: {:.1}s", t.elapsed().as_secs_f64()));
     }
     eprintln!(
@@ -113,30 +102,14 @@ fn sigkill_at_every_stage_boundary_then_resume_completes_the_restore() {
 #[test]
 fn sigkill_at_every_stage_boundary_then_rollback_restores_the_cluster_before() {
     let t0 = Instant::now();
-    let l = Lab::up(LabOptions {
-        nodes: 3,
-        poll_ms: 200,
-        // A plain user through sudo: every remote command skips root's heavy login shell
-        // setup on this machine, which keeps these long loops short.
-        ssh_user: Some("erlab".into()),
-        ..LabOptions::default()
-    })
-    .expect("lab up");
-    let tmp = tempfile::tempdir().unwrap();
-    let snap = seed_and_snapshot(&l, tmp.path());
+    let Setup { lab: l, tmp, snap } = Setup::for_loops();
     let before = baseline(&l);
     let mut timings = Vec::new();
     for k in STAGES {
         let t = Instant::now();
         let state = tmp.path().join(format!("state-{k}"));
         let run_id = apply_and_kill_at(&l, &state, &snap, k);
-        let out = run(&state, &["rollback", &run_id, "--yes", "--output", "plain"]);
-        let (_, stderr) = text(&out);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "rollback after a kill at stage {k}:\n{stderr}"
-        );
+        let stderr = finish(&state, "rollback", &run_id, k);
         assert!(stderr.contains("rolled back"), "{stderr}");
         assert_as_before(&l, &before, &format!("kill at stage {k}, then rollback"));
         timings.push(format!("stage {k}: {:.1}s", t.elapsed().as_secs_f64()));

@@ -3,57 +3,16 @@
 //! sshd, a silent node, and ProxyJump through one node.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use etcd_recover_lab::testing::{EtcdVersion, Lab, LabOptions};
 use serde_json::Value;
 
-/// What a run of the binary produced.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
+use crate::harness::*;
 
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
-    }
-}
-
-/// Runs `etcd-recover check -i INVENTORY ARGS` hermetically: no SSH config of this machine,
-/// no agent.
-fn check(inventory: &Path, args: &[&str]) -> Run {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_etcd-recover"))
-        .arg("check")
-        .arg("-i")
-        .arg(inventory)
-        .args(["--ssh-config", "/dev/null"])
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .output()
-        .expect("run etcd-recover");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: started.elapsed(),
-    }
-}
-
-fn lab(nodes: usize, etcd: EtcdVersion, user: Option<&str>) -> Lab {
-    Lab::up(LabOptions {
-        nodes,
-        etcd,
-        ssh_user: user.map(str::to_string),
-        poll_ms: 1000,
-    })
-    .expect("lab up")
+/// `check -i INVENTORY`, hermetic (see [`EtcdRecover::check`]).
+fn check(inventory: &Path) -> EtcdRecover {
+    etcd_recover().check(inventory)
 }
 
 /// A copy of the lab's inventory with `edit` applied, in the lab directory.
@@ -111,22 +70,17 @@ fn lab_host_key(lab: &Lab, ip: &str) -> String {
         .join(" ")
 }
 
-fn fingerprint(pub_line: &str) -> String {
-    let b64 = pub_line.split_whitespace().nth(1).unwrap();
-    etcd_recover::transport::known_hosts::fingerprint(
-        &russh::keys::parse_public_key_base64(b64).unwrap(),
-    )
-}
-
 /// Root on etcd 3.5: every check passes and the JSON says what was found; the table agrees.
 /// ProxyJump through cp-1 reaches every node (and fails when cp-1's sshd is down); a stopped
 /// sshd and a silent address are reported within the timeout while the others are checked.
 #[test]
 fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
-    let lab = lab(3, EtcdVersion::V35, None);
-    let run = check(&lab.inventory, &["-o", "json"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let r = run.json();
+    let lab = Lab::up(LabOptions::nodes(3)).expect("lab up");
+    let r = check(&lab.inventory)
+        .args(["-o", "json"])
+        .run()
+        .success()
+        .json();
     assert_eq!(r["ok"], true);
     assert_eq!(r["cluster"], "lab");
     let mut leaders = 0;
@@ -158,15 +112,12 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
     assert_eq!(r["etcd"]["members"].as_array().unwrap().len(), 3);
     assert!(r["etcd"]["leader"].as_str().unwrap().starts_with("cp-"));
 
-    let table = check(&lab.inventory, &[]);
-    assert_eq!(table.code, 0, "{}", table.stderr);
+    let table = check(&lab.inventory)
+        .run()
+        .success()
+        .stdout_contains("lab: all 3 nodes are ready");
     assert!(
         table.stdout.starts_with("NODE  ADDRESS"),
-        "{}",
-        table.stdout
-    );
-    assert!(
-        table.stdout.contains("lab: all 3 nodes are ready"),
         "{}",
         table.stdout
     );
@@ -185,35 +136,25 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
             &format!("  sudo: auto\n  proxy_jump: {jump}\n"),
         )
     });
-    let run = check(&via, &["-o", "json"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let r = run.json();
+    let r = check(&via).args(["-o", "json"]).run().success().json();
     for i in 1..=3 {
         assert_eq!(node(&r, &format!("cp-{i}"))["via"][0], format!("{jump}:22"));
     }
 
     // cp-1's sshd down: nodes reached through it are unreachable, through the jump host.
-    let out = lab.lab(&["fault", "--node", "cp-1", "stop-sshd"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = check(&via, &["-o", "json"]);
-    assert_eq!(run.code, 3);
-    let r = run.json();
-    let err = node(&r, "cp-2")["reachable"]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    lab.fault("cp-1", "stop-sshd");
+    let r = check(&via).args(["-o", "json"]).run().expect_exit(3).json();
+    let err = node(&r, "cp-2")["reachable"]["error"].as_str().unwrap();
     assert!(
         err.contains(&format!("jump host {jump}:22: connection refused")),
         "{err}"
     );
 
     // Directly: cp-1 is unreachable, cp-2 and cp-3 are still checked and pass.
-    let run = check(&lab.inventory, &["-o", "json"]);
-    assert_eq!(run.code, 3);
+    let run = check(&lab.inventory)
+        .args(["-o", "json"])
+        .run()
+        .expect_exit(3);
     assert!(run.took < Duration::from_secs(20), "{:?}", run.took);
     let r = run.json();
     let cp1 = node(&r, "cp-1");
@@ -229,12 +170,7 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
     assert_eq!(cp1["etcd"]["status"], "skipped");
     assert_eq!(node(&r, "cp-2")["ok"], true, "{}", node(&r, "cp-2"));
     assert_eq!(node(&r, "cp-3")["ok"], true, "{}", node(&r, "cp-3"));
-    let out = lab.lab(&["fault", "--node", "cp-1", "start-sshd"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.fault("cp-1", "start-sshd");
 
     // A node whose address accepts TCP but never speaks SSH: reported after the connect
     // timeout, while the others finish.
@@ -250,18 +186,14 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
             1,
         )
     });
-    let run = check(&silent_inv, &["-o", "json"]);
-    assert_eq!(run.code, 3, "{}", run.stderr);
+    let run = check(&silent_inv).args(["-o", "json"]).run().expect_exit(3);
     assert!(
         run.took >= Duration::from_secs(2) && run.took < Duration::from_secs(15),
         "{:?}",
         run.took
     );
     let r = run.json();
-    let err = node(&r, "cp-2")["reachable"]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = node(&r, "cp-2")["reachable"]["error"].as_str().unwrap();
     assert!(
         err.contains("no SSH session within 2s (connect_timeout)"),
         "{err}"
@@ -275,10 +207,17 @@ fn check_root_etcd35_proxy_jump_and_unreachable_nodes() {
 /// and a 256 MiB upload into a root-owned directory arrives intact with mode 0600.
 #[test]
 fn check_sudo_user_etcd34_and_upload_through_sudo() {
-    let lab = lab(3, EtcdVersion::V34, Some("erlab"));
-    let run = check(&lab.inventory, &["-o", "json"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let r = run.json();
+    let lab = Lab::up(
+        LabOptions::nodes(3)
+            .etcd(EtcdVersion::V34)
+            .ssh_user("erlab"),
+    )
+    .expect("lab up");
+    let r = check(&lab.inventory)
+        .args(["-o", "json"])
+        .run()
+        .success()
+        .json();
     for i in 1..=3 {
         let n = node(&r, &format!("cp-{i}"));
         assert_eq!(n["ok"], true, "{n}");
@@ -346,7 +285,7 @@ fn check_sudo_user_etcd34_and_upload_through_sudo() {
 /// not accept is refused with a clear message.
 #[test]
 fn check_refuses_unknown_and_changed_host_keys_and_wrong_user_keys() {
-    let lab = lab(1, EtcdVersion::V35, None);
+    let lab = Lab::up(LabOptions::nodes(1)).expect("lab up");
     let ip = lab.node_ip(1).to_string();
     let host_key = lab_host_key(&lab, &ip);
 
@@ -354,59 +293,42 @@ fn check_refuses_unknown_and_changed_host_keys_and_wrong_user_keys() {
     let inv = edited_inventory(&lab, "unknown.yaml", |t| {
         set_ssh_default(&t, "known_hosts", &empty_kh.display().to_string())
     });
-    let run = check(&inv, &[]);
-    assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stdout.contains("refused"), "{}", run.stdout);
-    assert!(
-        run.stderr.contains(&format!(
+    check(&inv)
+        .run()
+        .expect_exit(3)
+        .stdout_contains("refused")
+        .stderr_contains(&format!(
             "error: cp-1: host key verification failed: no host key for `{ip}` is on record"
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains(&format!("ED25519 key {}", fingerprint(&host_key))),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("--accept-new-host-keys"),
-        "{}",
-        run.stderr
-    );
+        ))
+        .stderr_contains(&format!("ED25519 key {}", fingerprint(&host_key)))
+        .stderr_contains("--accept-new-host-keys");
     assert!(!empty_kh.exists());
 
-    let run = check(&inv, &["--accept-new-host-keys"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("note: cp-1: recorded new host key"),
-        "{}",
-        run.stderr
-    );
+    check(&inv)
+        .arg("--accept-new-host-keys")
+        .run()
+        .success()
+        .stderr_contains("note: cp-1: recorded new host key");
     assert_eq!(
         std::fs::read_to_string(&empty_kh).unwrap(),
         format!("{ip} {host_key}\n")
     );
-    assert_eq!(check(&inv, &[]).code, 0);
+    check(&inv).run().success();
 
     // A different key on record for the node.
     let changed_kh = lab.dir.join("changed_known_hosts");
     let other = lab.dir.join("other_key");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    keygen(&other);
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     std::fs::write(&changed_kh, format!("# lab\n{ip} {other_pub}")).unwrap();
     let inv = edited_inventory(&lab, "changed.yaml", |t| {
         set_ssh_default(&t, "known_hosts", &changed_kh.display().to_string())
     });
-    let run = check(&inv, &["--accept-new-host-keys", "-o", "json"]);
-    assert_eq!(run.code, 3);
-    let r = run.json();
+    let r = check(&inv)
+        .args(["--accept-new-host-keys", "-o", "json"])
+        .run()
+        .expect_exit(3)
+        .json();
     let n = node(&r, "cp-1");
     assert_eq!(n["reachable"]["status"], "ok");
     let err = n["authenticated"]["error"].as_str().unwrap();
@@ -429,31 +351,26 @@ fn check_refuses_unknown_and_changed_host_keys_and_wrong_user_keys() {
     let inv = edited_inventory(&lab, "wrong_key.yaml", |t| {
         set_ssh_default(&t, "identity_file", &other.display().to_string())
     });
-    let run = check(&inv, &[]);
-    assert_eq!(run.code, 3);
-    assert!(
-        run.stderr.contains(&format!(
+    check(&inv)
+        .run()
+        .expect_exit(3)
+        .stderr_contains(&format!(
             "error: cp-1: authentication failed for user root: the server refused {} (ED25519 SHA256:",
             other.display()
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("authorized_keys"), "{}", run.stderr);
+        ))
+        .stderr_contains("authorized_keys");
 }
 
 /// A broken inventory stops `check` before any connection, naming file, line, column and fix.
 #[test]
 fn check_reports_inventory_errors_with_position_and_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &inv,
+    let inv = write_file(
+        dir.path(),
+        "inventory.yaml",
         "cluster: c\nssh:\n  usr: root\nnodes:\n  - {name: cp-1, host: 192.0.2.1}\n",
-    )
-    .unwrap();
-    let run = check(&inv, &[]);
-    assert_eq!(run.code, 1);
+    );
+    let run = check(&inv).run().expect_exit(1);
     assert_eq!(
         run.stderr,
         format!(
@@ -462,33 +379,4 @@ fn check_reports_inventory_errors_with_position_and_fix() {
         )
     );
     assert!(run.stdout.is_empty());
-}
-
-fn write_pseudo_random(path: &Path, size: usize) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut hasher = Sha256::new();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..size / block.len() {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        hasher.update(&block);
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
-    hasher.finalize().into()
-}
-
-fn sha256_file(path: &Path) -> [u8; 32] {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut h = [0u8; 32];
-    hex::decode_to_slice(text.split_whitespace().next().unwrap(), &mut h).unwrap();
-    h
 }

@@ -1,81 +1,78 @@
 //! Guided mode, driven like a user would: the real binary in a pseudo-terminal (tmux), keys
 //! typed into its prompts, against real lab clusters.
 
-mod support;
-
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use etcd_recover_lab::testing::{Lab, LabOptions};
-use support::tmux::Tty;
-use support::*;
+use crate::harness::*;
 
-/// A lab with some data and a snapshot of it, a state directory and a working directory.
-struct Setup {
-    lab: Lab,
-    tmp: tempfile::TempDir,
-    snap: PathBuf,
+/// A lab of `nodes` nodes with 200 keys and a snapshot.
+fn setup(nodes: usize) -> Setup {
+    Setup::new(LabOptions::nodes(nodes).poll_ms(200), 200)
 }
 
-impl Setup {
-    fn new(nodes: usize) -> Setup {
-        let lab = Lab::up(LabOptions {
-            nodes,
-            poll_ms: 200,
-            ..LabOptions::default()
-        })
-        .expect("lab up");
-        let tmp = tempfile::tempdir().unwrap();
-        lab_cmd(&lab, &["seed", "--keys", "200"]);
-        let snap = snapshot(&lab, tmp.path(), "snap.db");
-        Setup { lab, tmp, snap }
+/// `apply -i INV --snapshot SNAP EXTRA...` in a terminal, in the setup's directory.
+fn apply(s: &Setup, extra: &[&str]) -> Tty {
+    s.cli()
+        .apply(&s.lab.inventory)
+        .snapshot(&s.snap)
+        .args(extra)
+        .in_terminal(s.tmp.path())
+}
+
+/// What must stay as it is when a run is declined: the manifests and the cluster ID.
+struct Untouched {
+    manifests: BTreeMap<String, String>,
+    cluster: String,
+}
+
+impl Untouched {
+    fn record(s: &Setup) -> Untouched {
+        Untouched {
+            manifests: s.lab.manifests(),
+            cluster: s.lab.healthy_cluster_id(),
+        }
     }
 
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
-    }
-
-    fn inventory(&self) -> &str {
-        self.lab.inventory.to_str().unwrap()
-    }
-
-    /// Runs `etcd-recover ARGS` in a terminal, in the working directory.
-    fn tty(&self, args: &[&str]) -> Tty {
-        let bin = bin();
-        let mut argv = vec![bin.to_str().unwrap()];
-        argv.extend_from_slice(args);
-        Tty::start(
-            self.tmp.path(),
-            &[("ETCD_RECOVER_STATE_DIR", self.state().to_str().unwrap())],
-            &argv,
-        )
-    }
-
-    /// `apply -i INV --snapshot SNAP EXTRA...` in a terminal.
-    fn apply(&self, extra: &[&str]) -> Tty {
-        let mut args = vec![
-            "apply",
-            "-i",
-            self.inventory(),
-            "--snapshot",
-            self.snap.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        self.tty(&args)
-    }
-
-    /// The one run id in the state directory.
-    fn run_id(&self) -> String {
-        let runs: Vec<_> = std::fs::read_dir(self.state().join("runs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(runs.len(), 1, "{runs:?}");
-        runs[0].clone()
+    /// Nothing was changed: manifests byte-identical, no run (local or on the nodes), no
+    /// lock, the same cluster, healthy.
+    fn assert_still(&self, s: &Setup) {
+        assert_eq!(s.lab.manifests(), self.manifests, "manifests changed");
+        let runs = s.state().join("runs");
+        let local: Vec<_> = std::fs::read_dir(&runs)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        assert!(local.is_empty(), "local runs left: {local:?}");
+        for i in 1..=s.lab.nodes {
+            let run_dir = s.lab.node_dir(i).join("var/lib/etcd-recover");
+            for e in std::fs::read_dir(&run_dir).unwrap() {
+                let p = e.unwrap().path();
+                assert!(
+                    !p.to_string_lossy().ends_with(".lock"),
+                    "lock left: {}",
+                    p.display()
+                );
+                if p.is_dir() {
+                    let inside: Vec<_> = walk(&p);
+                    assert!(inside.is_empty(), "run files left on cp-{i}: {inside:?}");
+                }
+            }
+        }
+        assert_eq!(
+            s.lab.healthy_cluster_id(),
+            self.cluster,
+            "the cluster changed"
+        );
     }
 }
 
-fn lab_cmd(l: &Lab, args: &[&str]) -> String {
-    support::lab(l, args)
+/// A declined run ends within `secs` with `code` and `message`, leaves the terminal clean
+/// and changes nothing.
+fn assert_declined(s: &Setup, before: &Untouched, t: &Tty, code: i32, message: &str, secs: u64) {
+    let screen = t.expect_exit(code, secs);
+    assert!(screen.contains(message), "{screen}");
+    t.assert_clean();
+    before.assert_still(s);
 }
 
 /// Answers the consent to the lab's warnings (a healthy cluster, no revision bump) and types
@@ -86,37 +83,6 @@ fn confirm(t: &Tty, name: &str) {
     t.wait_for("Type the cluster name (lab) to continue", 30);
     t.type_text(name);
     t.keys(&["Enter"]);
-}
-
-/// Nothing was changed: manifests byte-identical, no run (local or on the nodes), no lock,
-/// the same cluster, healthy.
-fn assert_untouched(
-    s: &Setup,
-    manifests_before: &std::collections::BTreeMap<String, String>,
-    cluster: &str,
-) {
-    assert_eq!(&manifests(&s.lab), manifests_before, "manifests changed");
-    let runs = s.state().join("runs");
-    let local: Vec<_> = std::fs::read_dir(&runs)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    assert!(local.is_empty(), "local runs left: {local:?}");
-    for i in 1..=s.lab.nodes {
-        let run_dir = s.lab.node_dir(i).join("var/lib/etcd-recover");
-        for e in std::fs::read_dir(&run_dir).unwrap() {
-            let p = e.unwrap().path();
-            assert!(
-                !p.to_string_lossy().ends_with(".lock"),
-                "lock left: {}",
-                p.display()
-            );
-            if p.is_dir() {
-                let inside: Vec<_> = walk(&p);
-                assert!(inside.is_empty(), "run files left on cp-{i}: {inside:?}");
-            }
-        }
-    }
-    assert_eq!(healthy_cluster_id(&s.lab), cluster, "the cluster changed");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -132,15 +98,24 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Asserts no spinner glyph is left on the screen.
+fn assert_no_spinner(screen: &str) {
+    assert!(
+        !screen
+            .chars()
+            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+        "a spinner was left: {screen}"
+    );
+}
+
 #[test]
 fn wrong_cluster_name_aborts_and_changes_nothing() {
-    let s = Setup::new(1);
-    let before = manifests(&s.lab);
-    let cluster = healthy_cluster_id(&s.lab);
-    let t = s.apply(&[]);
+    let s = setup(1);
+    let before = Untouched::record(&s);
+    let t = apply(&s, &[]);
     let screen = t.wait_for("Proceed despite the", 120);
     // The summary comes first: nodes, snapshot SHA-256 and revision, what stops, the diff.
-    let sha = hex_sha256(&s.snap);
+    let sha = hex::encode(sha256_file(&s.snap));
     assert!(screen.contains(&format!("sha256 {sha}")), "{screen}");
     assert!(screen.contains(", revision "), "{screen}");
     assert!(
@@ -152,46 +127,31 @@ fn wrong_cluster_name_aborts_and_changes_nothing() {
         "the etcd.yaml diff: {screen}"
     );
     confirm(&t, "prod");
-    let (code, screen) = t.wait_exit(60);
-    assert_eq!(code, 7, "{screen}");
-    assert!(
-        screen.contains("error: not confirmed: nothing was changed"),
-        "{screen}"
-    );
-    t.assert_clean();
-    assert_untouched(&s, &before, &cluster);
+    let message = "error: not confirmed: nothing was changed";
+    assert_declined(&s, &before, &t, 7, message, 60);
 }
 
 #[test]
 fn ctrl_c_at_a_prompt_leaves_the_terminal_clean_and_changes_nothing() {
-    let s = Setup::new(1);
-    let before = manifests(&s.lab);
-    let cluster = healthy_cluster_id(&s.lab);
-    let t = s.apply(&[]);
+    let s = setup(1);
+    let before = Untouched::record(&s);
+    let t = apply(&s, &[]);
     // A yes/no prompt hides the cursor and puts the terminal in raw mode while it waits.
     t.wait_for("Proceed despite the", 120);
     assert!(!t.cursor_visible(), "the prompt hides the cursor");
     t.keys(&["C-c"]);
-    let (code, screen) = t.wait_exit(30);
-    assert_eq!(code, 130, "{screen}");
-    assert!(
-        screen.contains("interrupted: nothing was changed"),
-        "{screen}"
-    );
-    t.assert_clean();
-    assert_untouched(&s, &before, &cluster);
+    assert_declined(&s, &before, &t, 130, "interrupted: nothing was changed", 30);
 }
 
 #[test]
 fn the_right_name_restores_with_live_progress() {
-    let s = Setup::new(3);
-    let old = healthy_cluster_id(&s.lab);
-    let t = s.apply(&[]);
+    let s = setup(3);
+    let old = s.lab.healthy_cluster_id();
+    let t = apply(&s, &[]);
     confirm(&t, "lab");
-    let (code, screen) = t.wait_exit(300);
-    assert_eq!(code, 0, "{screen}");
+    let screen = t.expect_exit(0, 300);
     assert!(screen.contains("restore of lab complete"), "{screen}");
-    let new = healthy_cluster_id(&s.lab);
+    let new = s.lab.healthy_cluster_id();
     assert_ne!(new, old);
 
     // Live progress as it stays on the terminal: a header per stage, then one final line per
@@ -242,19 +202,14 @@ fn the_right_name_restores_with_live_progress() {
             body.join("\n")
         );
     }
-    assert!(
-        !screen
-            .chars()
-            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
-        "a spinner was left: {screen}"
-    );
+    assert_no_spinner(&screen);
     t.assert_clean();
 }
 
 #[test]
 fn step_pause_then_resume_completes() {
-    let s = Setup::new(1);
-    let t = s.apply(&["--step"]);
+    let s = setup(1);
+    let t = apply(&s, &["--step"]);
     confirm(&t, "lab");
     for stage in ["preflight", "stage-snapshot", "stop-apiserver"] {
         t.wait_for(&format!("Next stage: {stage}"), 120);
@@ -266,8 +221,7 @@ fn step_pause_then_resume_completes() {
     t.wait_for("step stop-etcd/1 (stop etcd by moving", 10);
     t.wait_for_nth("Next stage: stop-etcd", 2, 10);
     t.keys(&["Down", "Down", "Enter"]);
-    let (code, screen) = t.wait_exit(60);
-    assert_eq!(code, 6, "{screen}");
+    let screen = t.expect_exit(6, 60);
     assert!(screen.contains("paused before stop-etcd/1"), "{screen}");
     t.assert_clean();
     // Paused where asked: the apiserver is stopped, etcd is not.
@@ -275,20 +229,18 @@ fn step_pause_then_resume_completes() {
     assert!(!m.join("kube-apiserver.yaml").exists());
     assert!(m.join("etcd.yaml").exists());
 
-    let run = s.run_id();
-    let out = run_cmd(&s.state(), &["resume", &run, "--yes", "--output", "plain"]);
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "resume failed:\n{stderr}");
-    assert!(
-        stderr.contains(&format!("restore of lab complete: run {run}")),
-        "{stderr}"
-    );
-    // Stages done before the pause are not done again.
-    assert!(
-        stderr.contains("cp-1 stop-apiserver/1 already done"),
-        "{stderr}"
-    );
-    healthy_cluster_id(&s.lab);
+    let run = run_dir(&s.state());
+    let run = run.file_name().unwrap().to_str().unwrap();
+    s.cli()
+        .resume(run)
+        .yes()
+        .output("plain")
+        .run()
+        .success()
+        .stderr_contains(&format!("restore of lab complete: run {run}"))
+        // Stages done before the pause are not done again.
+        .stderr_contains("cp-1 stop-apiserver/1 already done");
+    s.lab.healthy_cluster_id();
     let etcd = std::fs::read_to_string(m.join("etcd.yaml")).unwrap();
     assert!(
         etcd.contains(&format!("var/lib/etcd-restored-{run}")),
@@ -297,24 +249,20 @@ fn step_pause_then_resume_completes() {
     assert!(m.join("kube-apiserver.yaml").exists());
 }
 
-fn run_cmd(state: &Path, args: &[&str]) -> std::process::Output {
-    support::run(state, args)
-}
-
 #[test]
 fn a_failed_step_offers_rollback_and_rollback_restores_the_cluster() {
-    let s = Setup::new(3);
-    let before = manifests(&s.lab);
-    let old = healthy_cluster_id(&s.lab);
+    let s = setup(3);
+    let before = s.lab.manifests();
+    let old = s.lab.healthy_cluster_id();
     // The built-in playbook with a site check that fails after etcd was restored and started.
-    let playbook = etcd_recover::playbook::RESTORE_STACKED.replace(
+    let playbook = builtin_playbook().replace(
         "  - name: start-apiserver\n",
         "  - name: site-check\n    steps:\n      - type: command\n        name: site-check\n        run: [\"sh\", \"-c\", \"echo 'site check: quota service unreachable' >&2; exit 3\"]\n\n  - name: start-apiserver\n",
     );
     assert!(playbook.contains("site-check"));
     let pb = s.tmp.path().join("failing.yaml");
     std::fs::write(&pb, playbook).unwrap();
-    let t = s.apply(&["--playbook", pb.to_str().unwrap()]);
+    let t = apply(&s, &["--playbook", pb.to_str().unwrap()]);
     confirm(&t, "lab");
     let screen = t.wait_for("What now?", 300);
     for i in 1..=3 {
@@ -338,8 +286,7 @@ fn a_failed_step_offers_rollback_and_rollback_restores_the_cluster() {
         "{screen}"
     );
     t.keys(&["Enter"]);
-    let (code, screen) = t.wait_exit(300);
-    assert_eq!(code, 5, "{screen}");
+    let screen = t.expect_exit(5, 300);
     assert!(
         screen.contains("was rolled back: the cluster is as it was before"),
         "{screen}"
@@ -368,28 +315,22 @@ fn a_failed_step_offers_rollback_and_rollback_restores_the_cluster() {
             );
         }
     }
-    assert!(
-        !screen
-            .chars()
-            .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
-        "a spinner was left: {screen}"
-    );
+    assert_no_spinner(&screen);
     t.assert_clean();
     assert_eq!(
-        manifests(&s.lab),
+        s.lab.manifests(),
         before,
         "manifests are byte-identical again"
     );
-    assert_eq!(wait_healthy(&s.lab), old, "the old cluster is back");
+    assert_eq!(s.lab.wait_healthy(), old, "the old cluster is back");
 }
 
 #[test]
 fn guide_picks_verifies_plans_and_restores() {
-    let s = Setup::new(1);
-    let old = healthy_cluster_id(&s.lab);
+    let s = setup(1);
+    let old = s.lab.healthy_cluster_id();
     // An older damaged candidate next to the good snapshot.
-    let broken = s.tmp.path().join("broken.db");
-    std::fs::write(&broken, vec![7u8; 64 * 1024]).unwrap();
+    let broken = write_file(s.tmp.path(), "broken.db", vec![7u8; 64 * 1024]);
     let old_time = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options()
         .write(true)
@@ -397,7 +338,12 @@ fn guide_picks_verifies_plans_and_restores() {
         .unwrap()
         .set_modified(old_time)
         .unwrap();
-    let t = s.tty(&["guide", "-i", s.inventory()]);
+    let t = s
+        .cli()
+        .arg("guide")
+        .arg("-i")
+        .arg(&s.lab.inventory)
+        .in_terminal(s.tmp.path());
     let screen = t.wait_for("Snapshot to restore (*.db here, newest first)", 120);
     assert!(screen.contains("cp-1 reachable over SSH"), "{screen}");
     assert!(screen.contains("snap.db  ("), "{screen}");
@@ -423,11 +369,10 @@ fn guide_picks_verifies_plans_and_restores() {
     assert!(screen.contains("+      path: "), "the diff: {screen}");
     t.keys(&["Enter"]);
     confirm(&t, "lab");
-    let (code, screen) = t.wait_exit(300);
-    assert_eq!(code, 0, "{screen}");
+    let screen = t.expect_exit(0, 300);
     assert!(screen.contains("Step 4/4: restore"), "{screen}");
     assert!(screen.contains("restore of lab complete"), "{screen}");
-    assert_ne!(healthy_cluster_id(&s.lab), old);
+    assert_ne!(s.lab.healthy_cluster_id(), old);
     let report = report_json(&s.state());
     assert_eq!(report["outcome"], "completed");
     assert_eq!(
@@ -440,23 +385,17 @@ fn guide_picks_verifies_plans_and_restores() {
 #[test]
 fn apply_alone_on_a_terminal_is_the_guide() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = bin();
-    let t = Tty::start(
-        tmp.path(),
-        &[(
-            "ETCD_RECOVER_STATE_DIR",
-            tmp.path().join("state").to_str().unwrap(),
-        )],
-        &[b.to_str().unwrap(), "apply"],
-    );
+    let t = etcd_recover()
+        .state(&tmp.path().join("state"))
+        .arg("apply")
+        .in_terminal(tmp.path());
     t.wait_for("Step 1/4: inventory", 30);
     t.wait_for("Inventory file", 30);
     t.type_text("missing.yaml");
     t.keys(&["Enter"]);
     t.wait_for("missing.yaml: No such file or directory", 10);
     t.keys(&["C-c"]);
-    let (code, screen) = t.wait_exit(30);
-    assert_eq!(code, 130, "{screen}");
+    let screen = t.expect_exit(130, 30);
     assert!(
         screen.contains("interrupted: nothing was changed"),
         "{screen}"

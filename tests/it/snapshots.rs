@@ -4,29 +4,14 @@
 //! IDs derived from them, sizes and revisions) is filtered; everything else must not change
 //! unnoticed.
 
-mod support;
-
 use std::path::Path;
-use std::process::Command;
 
-use etcd_recover_lab::testing::{lab_bin, Lab, LabOptions};
-use support::*;
+use crate::harness::*;
 
 /// `etcd-recover ARGS` with a clean environment for help output; stdout, asserting success.
 fn help(args: &[&str]) -> String {
     // No environment: help shows the values of the ETCD_RECOVER_* variables it reads.
-    let out = Command::new(bin())
-        .args(args)
-        .env_clear()
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    etcd_recover().env_clear().args(args).run().success().stdout
 }
 
 /// The commands listed under "Commands:" in a help text (without `help`).
@@ -133,17 +118,17 @@ fn literal(s: &str) -> String {
 
 /// Filters for a lab run: paths first (they contain the other patterns), then ids and times.
 fn filters(l: &Lab, tmp: &Path) -> Vec<(String, String)> {
-    let home_cache = std::env::var("ETCD_RECOVER_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| dirs_home().join(".cache/etcd-recover"));
-    let mut f = vec![
+    vec![
         (literal(&l.dir.display().to_string()), "[LAB]".into()),
         (literal(&tmp.display().to_string()), "[TMP]".into()),
         (
             literal(&lab_bin().display().to_string()),
             "[LAB_BIN]".into(),
         ),
-        (literal(&home_cache.display().to_string()), "[CACHE]".into()),
+        (
+            literal(&cache_dir().display().to_string()),
+            "[CACHE]".into(),
+        ),
         (r"127\.0\.\d+\.(\d+)".into(), "127.0.[SLOT].$1".into()),
         (r"\b[0-9a-f]{64}\b".into(), "[SHA256]".into()),
         (r"\b\d{8}-\d{6}-[0-9a-f]{4}\b".into(), "[RUN]".into()),
@@ -174,67 +159,36 @@ fn filters(l: &Lab, tmp: &Path) -> Vec<(String, String)> {
             r"etcd-recover \d+\.\d+\.\d+".into(),
             "etcd-recover [VERSION]".into(),
         ),
-    ];
-    f.shrink_to_fit();
-    f
-}
-
-fn dirs_home() -> std::path::PathBuf {
-    std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    ]
 }
 
 #[test]
 fn plan_and_report_of_a_lab_cluster() {
-    let l = Lab::up(LabOptions {
-        nodes: 3,
-        poll_ms: 200,
-        ..LabOptions::default()
-    })
-    .expect("lab up");
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("state");
-    lab(&l, &["seed", "--keys", "100"]);
-    let snap = snapshot(&l, tmp.path(), "snap.db");
-    let inv = l.inventory.to_str().unwrap();
-    let snap_s = snap.to_str().unwrap();
+    let s = Setup::new(LabOptions::nodes(3).poll_ms(200), 100);
     let mut settings = insta::Settings::clone_current();
-    for (re, with) in &filters(&l, tmp.path()) {
+    for (re, with) in &filters(&s.lab, s.tmp.path()) {
         settings.add_filter(re, with.as_str());
     }
     let _guard = settings.bind_to_scope();
 
     for (format, name) in [("text", "plan_text"), ("markdown", "plan_markdown")] {
-        let out = run(
-            &state,
-            &["plan", "-i", inv, "--snapshot", snap_s, "--format", format],
-        );
-        let (stdout, stderr) = text(&out);
-        assert!(out.status.success(), "plan failed: {stderr}");
-        insta::assert_snapshot!(name, stdout);
+        let out = s
+            .cli()
+            .plan(&s.lab.inventory)
+            .snapshot(&s.snap)
+            .format(format)
+            .run()
+            .success();
+        insta::assert_snapshot!(name, out.stdout);
     }
 
-    let out = run(
-        &state,
-        &[
-            "apply",
-            "-i",
-            inv,
-            "--snapshot",
-            snap_s,
-            "--yes",
-            "--output",
-            "plain",
-        ],
-    );
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "apply failed: {stderr}");
-    let runs = state.join("runs");
-    let run_dir = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    s.cli()
+        .apply(&s.lab.inventory)
+        .snapshot(&s.snap)
+        .yes()
+        .output("plain")
+        .run()
+        .success();
+    let md = std::fs::read_to_string(run_dir(&s.state()).join("report.md")).unwrap();
     insta::assert_snapshot!("report_md", md);
 }

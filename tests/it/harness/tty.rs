@@ -4,7 +4,7 @@
 //! status and `stty -a` taken right after the command are written next to the script.
 //! Dropping a `Tty` kills exactly that server, and with it the pane.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -99,11 +99,13 @@ impl Tty {
 
     /// Waits until the screen shows `needle`; panics with the screen after `secs` or when the
     /// command exited without showing it.
+    #[track_caller]
     pub fn wait_for(&self, needle: &str, secs: u64) -> String {
         self.wait_for_nth(needle, 1, secs)
     }
 
     /// Like [`Tty::wait_for`], until `needle` shows `n` times (a prompt asked again).
+    #[track_caller]
     pub fn wait_for_nth(&self, needle: &str, n: usize, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -147,12 +149,15 @@ impl Tty {
         assert!(ok.success());
     }
 
-    /// Waits for the command to exit; returns its status and the final screen.
-    pub fn wait_exit(&self, secs: u64) -> (i32, String) {
+    /// Waits up to `secs` for the command to exit with `expected`; returns the final screen.
+    #[track_caller]
+    pub fn expect_exit(&self, expected: i32, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(code) = self.exit_code() {
-                return (code, self.screen());
+                let screen = self.screen();
+                assert_eq!(code, expected, "{screen}");
+                return screen;
             }
             if Instant::now() > deadline {
                 panic!("still running after {secs}s:\n{}", self.screen());
@@ -174,11 +179,6 @@ impl Tty {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "1"
-    }
-
-    /// Directory of the terminal's script and status files.
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 
     /// Asserts the terminal is as a shell expects it: canonical mode with echo (no raw mode

@@ -1,22 +1,19 @@
 //! The SSH transport against a real OpenSSH sshd on loopback: commands, host keys, keys,
 //! timeouts, files, uploads, forwards and jump hosts.
 
-mod common;
-
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::sshd::{keygen, keygen_with, Sshd};
 use etcd_recover::remote::{Cmd, ExitStatus, Remote, RemoteError, WriteOpts};
 use etcd_recover::transport::{
     Agent, ConnectOptions, Connector, NoPrompt, PassphrasePrompt, SshNode,
 };
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::harness::*;
 
 /// A connector that uses key files only: the machine's ssh-agent must not influence tests.
 fn connector() -> Connector {
@@ -103,7 +100,7 @@ async fn unknown_host_key_is_refused_then_accepted_on_request() {
     let mut target = sshd.target("cp-1");
     target.endpoint.known_hosts = vec![kh.clone()];
     let err = connector().connect(&target).await.unwrap_err();
-    let fp = fingerprint_of(&sshd.host_key_pub);
+    let fp = fingerprint(&sshd.host_key_pub);
     let RemoteError::HostKey { node, reason } = &err else {
         panic!("{err}")
     };
@@ -157,10 +154,10 @@ async fn changed_host_key_is_always_refused() {
     assert!(reason.contains("THE HOST KEY HAS CHANGED"), "{reason}");
     assert!(reason.contains(&format!("{}:3", kh.display())), "{reason}");
     assert!(
-        reason.contains(&fingerprint_of(&sshd.host_key_pub)),
+        reason.contains(&fingerprint(&sshd.host_key_pub)),
         "{reason}"
     );
-    assert!(reason.contains(&fingerprint_of(&other_pub)), "{reason}");
+    assert!(reason.contains(&fingerprint(&other_pub)), "{reason}");
     assert!(reason.contains("ssh-keygen -R"), "{reason}");
     assert_eq!(std::fs::read_to_string(&kh).unwrap().lines().count(), 3);
 }
@@ -625,7 +622,7 @@ async fn upload_of_256_mib_is_verified() {
         .upload(&empty, &remote_path, 0o640, None, &|_| {})
         .await
         .unwrap();
-    assert_eq!(hex::encode(hash), hex::encode(Sha256::digest(b"")));
+    assert_eq!(hex::encode(hash), sha256_hex(b""));
     assert_eq!(std::fs::metadata(&remote).unwrap().len(), 0);
     assert_eq!(std::fs::metadata(&remote).unwrap().mode() & 0o7777, 0o640);
     assert_eq!(std::fs::read_dir(&dest_dir).unwrap().count(), 1);
@@ -730,46 +727,4 @@ async fn proxy_jump_reaches_the_node_and_checks_the_jump_host_key() {
         )),
         "{reason}"
     );
-}
-
-fn fingerprint_of(pub_line: &str) -> String {
-    let b64 = pub_line.split_whitespace().nth(1).unwrap();
-    let key = russh_key(b64);
-    etcd_recover::transport::known_hosts::fingerprint(&key)
-}
-
-fn russh_key(b64: &str) -> russh::keys::PublicKey {
-    russh::keys::parse_public_key_base64(b64).unwrap()
-}
-
-/// Writes `size` pseudo-random bytes and returns their SHA-256.
-fn write_pseudo_random(path: &PathBuf, size: usize) -> [u8; 32] {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut hasher = Sha256::new();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..size / block.len() {
-        for chunk in block.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.copy_from_slice(&state.to_le_bytes());
-        }
-        hasher.update(&block);
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
-    hasher.finalize().into()
-}
-
-/// SHA-256 of a file, computed by coreutils.
-fn sha256_file(path: &Path) -> [u8; 32] {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut h = [0u8; 32];
-    hex::decode_to_slice(text.split_whitespace().next().unwrap(), &mut h).unwrap();
-    h
 }

@@ -1,39 +1,26 @@
-//! Shared test fixtures: a throwaway sshd ([`sshd`]) and a throwaway etcd 3.5.1: plain HTTP on 127.0.0.1, free ports, a temporary data
-//! dir. The process is stopped when the guard is dropped, also when a test panics.
+//! A throwaway single-member etcd 3.5.1: plain HTTP on 127.0.0.1, free ports, its data under a
+//! directory of the caller's. Stopped when dropped, also when a test panics.
 
-#![allow(dead_code)]
-
-pub mod sshd;
-
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where `scripts/setup.sh` installs etcd 3.5.1.
-pub fn etcd_bin_dir() -> PathBuf {
-    let cache = std::env::var_os("ETCD_RECOVER_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/etcd-recover")
-        });
-    let dir = cache.join("etcd-3.5.1");
+use nix::sys::signal::Signal;
+
+use super::free_port;
+use crate::util;
+
+/// Where `scripts/setup.sh` installs etcd 3.5.1 (`etcd`, `etcdctl`, `etcdutl`).
+pub fn etcd35_dir() -> PathBuf {
+    let dir = crate::up::cache_dir().join("etcd-3.5.1");
     assert!(
-        dir.join("etcd").is_file()
-            && dir.join("etcdctl").is_file()
-            && dir.join("etcdutl").is_file(),
+        ["etcd", "etcdctl", "etcdutl"]
+            .iter()
+            .all(|b| dir.join(b).is_file()),
         "etcd 3.5.1 binaries are missing from {}; run scripts/setup.sh",
         dir.display()
     );
     dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
 }
 
 /// A running etcd; dropped = stopped.
@@ -47,9 +34,9 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts etcd with its data dir under `dir` and waits until it answers.
+    /// Starts etcd with its data dir and log under `dir` and waits until it answers.
     pub fn start(dir: &Path) -> Etcd {
-        let bin = etcd_bin_dir();
+        let bin = etcd35_dir();
         let data_dir = dir.join("etcd-data");
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
@@ -74,22 +61,17 @@ impl Etcd {
             endpoint,
             bin,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = etcd
-                .ctl(&["endpoint", "health"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not become healthy; see {}",
-                dir.join("etcd.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        super::wait_for(
+            &format!("a healthy etcd (log: {})", dir.join("etcd.log").display()),
+            Duration::from_secs(30),
+            || {
+                etcd.ctl(&["endpoint", "health"])
+                    .status()
+                    .ok()?
+                    .success()
+                    .then_some(())
+            },
+        );
         etcd
     }
 
@@ -130,10 +112,7 @@ impl Etcd {
             return;
         };
         if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            util::signal_pid(pid, Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
