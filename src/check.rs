@@ -1,10 +1,11 @@
 //! `etcd-recover check`: is every control-plane node ready for a restore?
 //!
 //! Connects to every node in parallel and, per node, checks: reachable, authenticated, sudo,
-//! OS, the static-pod manifests, free space next to the etcd data directory, the restore tool,
-//! and etcd's own status through an SSH tunnel. Then it compares what the members say
-//! (one cluster ID, one leader, the inventory's nodes as members). Read-only: every failure is
-//! collected and reported; nothing stops the other nodes from being checked.
+//! OS; then shows the same facts the restore plans with ([`crate::facts`]): the static-pod
+//! manifests, free space next to the etcd data directory, the restore tool, and etcd's own
+//! status through an SSH tunnel. Then it compares what the members say (one cluster ID, one
+//! leader, the inventory's nodes as members). Read-only: every failure is collected and
+//! reported; nothing stops the other nodes from being checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::etcd::version::{EtcdVersion, RestoreTool as Tool, RestoreToolKind};
-use crate::health::{self, EtcdEndpoint, TlsMaterial};
-use crate::inventory::{ManifestsDir, Node, RestoreTool, SshTarget};
-use crate::manifest::{kubelet_static_pod_path, EtcdManifest};
+use crate::etcd::client::Member;
+use crate::etcd::version::RestoreToolKind;
+use crate::facts::{self, NodeFacts, Topic};
+use crate::finding::Severity;
+use crate::inventory::{Node, SshTarget};
 use crate::remote::{Cmd, Remote, RemoteError};
 use crate::transport::{Connector, SshNode};
 
@@ -100,10 +102,10 @@ pub struct OsFacts {
 pub struct ManifestFacts {
     /// The kubelet's static-pod directory.
     pub dir: String,
-    /// Path of etcd.yaml.
+    /// Path of etcd's manifest.
     pub etcd: String,
-    /// Path of kube-apiserver.yaml.
-    pub kube_apiserver: String,
+    /// Path of the kube-apiserver manifest, when there is one.
+    pub kube_apiserver: Option<String>,
     /// `--name` in etcd.yaml.
     pub member_name: Option<String>,
 }
@@ -398,40 +400,25 @@ async fn run_checks(
         return None;
     }
 
-    // Independent checks run side by side: each is a channel on the same session.
-    let (os, manifest, tool) = tokio::join!(
-        os_facts(remote, limit),
-        manifest_facts(node, remote, limit),
-        tool_facts(node, remote, limit),
-    );
+    // The OS, and the same facts the restore plans with, side by side on the one session.
+    let (os, mut facts) = tokio::join!(os_facts(remote, limit), facts::node(node, Some(remote)));
     report.os = os;
-    let manifest = match manifest {
-        Ok((facts, manifest)) => {
-            report.manifests = Check::Ok(facts);
-            Some(manifest)
-        }
-        Err((error, hint)) => {
-            report.manifests = Check::failed(error, hint.as_deref());
-            None
-        }
-    };
-    report.restore_tool = match (tool, manifest.as_ref().and_then(|m| m.version)) {
-        (Check::Ok(t), Some(server)) => match_server(&node.name, t, server),
-        (other, _) => other,
-    };
-    let Some(manifest) = manifest else {
+    if facts.etcd.is_some() {
+        let remote: Arc<dyn Remote> = ssh.clone();
+        facts::probe_member(&mut facts, remote, settings.etcd_timeout).await;
+    }
+    report.manifests = manifests(&facts);
+    report.restore_tool = restore_tool(&facts);
+    if facts.etcd.is_none() {
         report.data_dir.skip("etcd.yaml could not be read");
         report.etcd.skip("etcd.yaml could not be read");
         return None;
-    };
-    let remote_arc: Arc<dyn Remote> = ssh.clone();
-    let (data_dir, (etcd, members)) = tokio::join!(
-        data_dir_facts(remote, &manifest),
-        etcd_facts(node, remote_arc, &manifest, settings),
-    );
-    report.data_dir = data_dir;
-    report.etcd = etcd;
-    members
+    }
+    report.data_dir = data_dir(&facts);
+    report.etcd = etcd(&facts);
+    facts
+        .members
+        .map(|list| list.iter().map(MemberInfo::from).collect())
 }
 
 /// Marks a check skipped, whatever its facts type.
@@ -483,401 +470,139 @@ fn pretty_name(text: &str) -> Option<String> {
     Some(unquoted.replace("\\\"", "\"").replace("\\\\", "\\"))
 }
 
-type Failure = (String, Option<String>);
-
-async fn manifest_facts(
-    node: &Node,
-    remote: &dyn Remote,
-    limit: Duration,
-) -> Result<(ManifestFacts, EtcdManifest), Failure> {
-    let name = &node.name;
-    let dir = match &node.etcd.manifests_dir {
-        ManifestsDir::Path(p) => p.clone(),
-        ManifestsDir::Auto => {
-            let path = &node.etcd.kubelet_config;
-            let text = remote.read_file(path).await.map_err(|e| {
-                (
-                    format!("{name}: cannot read the kubelet config `{path}`: {e}"),
-                    Some(
-                        "set `etcd.kubelet_config`, or `etcd.manifests_dir` instead of `auto`"
-                            .to_string(),
-                    ),
-                )
-            })?;
-            kubelet_static_pod_path(&String::from_utf8_lossy(&text)).ok_or_else(|| {
-                (
-                    format!("{name}: `{path}` does not set staticPodPath"),
-                    Some("set `etcd.manifests_dir` in the inventory".to_string()),
-                )
-            })?
-        }
+/// The first error the facts hold about `topic`, naming the node.
+fn failure<T>(f: &NodeFacts, topic: Topic) -> Option<Check<T>> {
+    let e = f
+        .findings_about(topic)
+        .find(|x| x.severity == Severity::Error)?;
+    let prefix = format!("{}: ", f.name);
+    let error = if e.message.starts_with(&prefix) {
+        e.message.clone()
+    } else {
+        format!("{prefix}{}", e.message)
     };
-    let dir = dir.trim_end_matches('/').to_string();
-    let etcd_path = format!("{dir}/etcd.yaml");
-    let apiserver_path = format!("{dir}/kube-apiserver.yaml");
-    let present = remote
-        .run(
-            &Cmd::script(
-                r#"for f in "$@"; do if [ -f "$f" ]; then echo yes; else echo no; fi; done"#,
-                [etcd_path.as_str(), apiserver_path.as_str()],
-            )
-            .timeout(limit),
-        )
-        .await
-        .map_err(|e| (e.to_string(), None))?
-        .stdout_text();
-    let present: Vec<&str> = present.lines().collect();
-    let missing: Vec<&str> = [&etcd_path, &apiserver_path]
-        .into_iter()
-        .zip(&present)
-        .filter(|(_, p)| **p != "yes")
-        .map(|(f, _)| f.as_str())
-        .collect();
-    if !missing.is_empty() || present.len() != 2 {
-        return Err((
-            format!(
-                "{name}: no static-pod manifest {} in {dir}",
-                missing.join(" or ")
-            ),
-            Some(
-                "point `etcd.manifests_dir` at the kubelet's staticPodPath (or use `auto`)".into(),
-            ),
-        ));
-    }
-    let text = remote
-        .read_file(&etcd_path)
-        .await
-        .map_err(|e| (e.to_string(), None))?;
-    let manifest = EtcdManifest::parse(&text).map_err(|e| {
-        (
-            format!("{name}: {etcd_path}: {e}"),
-            Some(e.hint().to_string()),
-        )
-    })?;
-    let member_name = manifest.name().map(str::to_string);
-    if let Some(m) = &member_name {
-        if m != name {
-            return Err((
-                format!("{name}: {etcd_path} runs etcd with --name={m}, but the inventory calls this node `{name}`"),
-                Some(format!("name each node after its etcd member: `name: {m}`")),
-            ));
-        }
-    }
-    Ok((
-        ManifestFacts {
-            dir,
-            etcd: etcd_path,
-            kube_apiserver: apiserver_path,
-            member_name,
-        },
-        manifest,
-    ))
-}
-
-async fn data_dir_facts(remote: &dyn Remote, manifest: &EtcdManifest) -> Check<DataDirFacts> {
-    let node = remote.node();
-    let volume = match manifest.data_volume() {
-        Ok(v) => v,
-        Err(e) => return Check::failed(format!("{node}: etcd.yaml: {e}"), Some(&e.hint())),
-    };
-    // The restored data directory goes next to the volume's hostPath (or inside it when the
-    // volume is a mount point); either way it lands on the filesystem holding that path.
-    match crate::node::free_bytes(remote, &volume.mapping.volume_host_path).await {
-        Ok(free) => Check::Ok(DataDirFacts {
-            path: volume.host_data_dir().to_string(),
-            free_bytes: free,
-        }),
-        Err(e) => Check::failed(e.to_string(), None),
-    }
-}
-
-async fn tool_facts(node: &Node, remote: &dyn Remote, limit: Duration) -> Check<ToolFacts> {
-    let name = &node.name;
-    let path = match &node.etcd.restore_tool {
-        RestoreTool::Path(p) => p.clone(),
-        RestoreTool::Auto => {
-            let found = remote
-                .exec(
-                    &Cmd::script(
-                        "command -v etcdutl || command -v etcdctl",
-                        Vec::<String>::new(),
-                    )
-                    .timeout(limit),
-                )
-                .await;
-            match found {
-                Ok(out) if out.status.success() && !out.stdout_text().trim().is_empty() => {
-                    out.stdout_text().trim().to_string()
-                }
-                Ok(_) => {
-                    return Check::failed(
-                        format!("{name}: neither etcdutl nor etcdctl is on the PATH of privileged commands"),
-                        Some("install etcdutl (etcd 3.5+) or etcdctl (3.4), or set `etcd.restore_tool` to its path"),
-                    )
-                }
-                Err(e) => return Check::failed(e.to_string(), None),
-            }
-        }
-    };
-    let out = match remote
-        .exec(&Cmd::new([path.as_str(), "version"]).timeout(limit))
-        .await
-    {
-        Ok(out) => out,
-        Err(e) => return Check::failed(e.to_string(), None),
-    };
-    if !out.status.success() {
-        return Check::failed(
-            format!(
-                "{name}: `{path} version` failed ({}): {}",
-                out.status,
-                out.stderr_text()
-            ),
-            Some("set `etcd.restore_tool` to a working etcdutl or etcdctl"),
-        );
-    }
-    let (program, version) = match EtcdVersion::from_tool_output(&out.stdout_text()) {
-        Ok(v) => v,
-        Err(e) => {
-            return Check::failed(
-                format!("{name}: `{path} version` printed no etcd version: {e}"),
-                Some("set `etcd.restore_tool` to etcdutl or etcdctl"),
-            )
-        }
-    };
-    let kind = match program {
-        "etcdutl" => RestoreToolKind::Etcdutl,
-        "etcdctl" => RestoreToolKind::Etcdctl,
-        other => {
-            return Check::failed(
-                format!("{name}: {path} is `{other}`, not etcdutl or etcdctl"),
-                Some("set `etcd.restore_tool` to etcdutl or etcdctl"),
-            )
-        }
-    };
-    let tool = Tool {
-        kind,
-        path: path.clone(),
-        version,
-    };
-    if !tool.supports_restore() {
-        return Check::failed(
-            format!("{name}: {kind} {version} at {path} cannot restore snapshots"),
-            Some("use etcdutl for etcd 3.5 and later, etcdctl for 3.4"),
-        );
-    }
-    Check::Ok(ToolFacts {
-        path,
-        kind,
-        version: version.to_string(),
+    Some(Check::Failed {
+        error,
+        hint: e.hint.clone(),
     })
 }
 
-/// The restore tool must come from the server's release line (same major.minor).
-fn match_server(node: &str, facts: ToolFacts, server: EtcdVersion) -> Check<ToolFacts> {
-    let Ok(version) = facts.version.parse::<EtcdVersion>() else {
-        return Check::Ok(facts);
-    };
-    let tool = Tool {
-        kind: facts.kind,
-        path: facts.path.clone(),
-        version,
-    };
-    if tool.matches_server(&server) {
-        Check::Ok(facts)
-    } else {
-        Check::failed(
-            format!(
-                "{node}: {} {version} at {} does not match the etcd server {server} (the major.minor must be equal)",
-                facts.kind, facts.path
-            ),
-            Some("set `etcd.restore_tool` to a binary from the same etcd release line as the server"),
-        )
+/// The manifests: the kubelet's directory, etcd's manifest and the member it runs.
+fn manifests(f: &NodeFacts) -> Check<ManifestFacts> {
+    if let Some(failed) = failure(f, Topic::Manifests) {
+        return failed;
     }
-}
-
-/// The client URL to probe: the first https advertise (or listen) client URL.
-fn client_url(manifest: &EtcdManifest) -> Option<(bool, String, u16)> {
-    let list = manifest
-        .advertise_client_urls()
-        .or(manifest.advertise_client_urls_annotation.as_deref())
-        .or(manifest.listen_client_urls())?;
-    let urls: Vec<&str> = list.split(',').map(str::trim).collect();
-    let url = urls
-        .iter()
-        .find(|u| u.starts_with("https://"))
-        .or_else(|| urls.first())?;
-    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-        (Some(r), _) => (true, r),
-        (None, Some(r)) => (false, r),
-        _ => return None,
-    };
-    let authority = rest.split('/').next()?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, p.parse().ok()?),
-        _ => (authority, 2379),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    // A wildcard listen address is reached on the node through loopback.
-    let host = match host {
-        "0.0.0.0" => "127.0.0.1",
-        "::" => "::1",
-        h => h,
-    };
-    Some((https, host.to_string(), port))
-}
-
-async fn etcd_facts(
-    node: &Node,
-    remote: Arc<dyn Remote>,
-    manifest: &EtcdManifest,
-    settings: &CheckSettings,
-) -> (Check<EtcdFacts>, Option<Vec<MemberInfo>>) {
-    let name = &node.name;
-    let Some((https, host, port)) = client_url(manifest) else {
-        return (
+    let Some((m, pod)) = f
+        .etcd
+        .as_ref()
+        .and_then(|m| Some((m, m.static_pod.as_ref()?)))
+    else {
+        return failure(f, Topic::Etcd).unwrap_or_else(|| {
             Check::failed(
-                format!("{name}: etcd.yaml has no usable --advertise-client-urls or --listen-client-urls"),
+                format!("{}: etcd's manifest could not be read", f.name),
                 None,
-            ),
+            )
+        });
+    };
+    Check::Ok(ManifestFacts {
+        dir: f.static_pods.dir.clone(),
+        etcd: f.static_pods.path(&pod.file),
+        kube_apiserver: f
+            .static_pods
+            .pod_file("kube-apiserver")
+            .map(|p| f.static_pods.path(&p.file)),
+        member_name: m.name.clone(),
+    })
+}
+
+/// The restore tool, and whether it fits the server.
+fn restore_tool(f: &NodeFacts) -> Check<ToolFacts> {
+    let tool = f.tool.as_ref();
+    view(
+        f,
+        Topic::RestoreTool,
+        tool,
+        "the manifests directory could not be read",
+        |t| ToolFacts {
+            path: t.path.clone(),
+            kind: t.kind,
+            version: t.version.to_string(),
+        },
+    )
+}
+
+/// The data directory and the room where the restored one goes.
+fn data_dir(f: &NodeFacts) -> Check<DataDirFacts> {
+    let data = f.data.as_ref();
+    view(
+        f,
+        Topic::DataDir,
+        data,
+        "etcd.yaml could not be read",
+        |d| DataDirFacts {
+            path: d.dir.clone(),
+            free_bytes: d.free_bytes.unwrap_or(0),
+        },
+    )
+}
+
+/// The check of one topic: its first error, else what `ok` makes of the fact, else skipped
+/// because the fact could not be read.
+fn view<F, T>(
+    f: &NodeFacts,
+    topic: Topic,
+    fact: Option<&F>,
+    unread: &str,
+    ok: impl FnOnce(&F) -> T,
+) -> Check<T> {
+    if let Some(failed) = failure(f, topic) {
+        return failed;
+    }
+    fact.map_or_else(|| Check::skipped(unread), |x| Check::Ok(ok(x)))
+}
+
+/// What the member says about itself.
+fn etcd(f: &NodeFacts) -> Check<EtcdFacts> {
+    if let Some(failed) = failure(f, Topic::Etcd) {
+        return failed;
+    }
+    let name = &f.name;
+    let status = match &f.health {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::failed(
+                e.clone(),
+                Some("check that etcd runs on the node (its static pod) and listens on that URL"),
+            )
+        }
+    };
+    if !status.errors.is_empty() {
+        return Check::failed(
+            format!("{name}: etcd reports errors: {}", status.errors.join("; ")),
             None,
         );
-    };
-    let tls = if https {
-        match tls_material(remote.as_ref(), manifest).await {
-            Ok(t) => Some(t),
-            Err((error, hint)) => return (Check::failed(error, hint.as_deref()), None),
-        }
-    } else {
-        None
-    };
-    let endpoint = format!(
-        "{}://{}:{port}",
-        if https { "https" } else { "http" },
-        if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        }
-    );
-    let ep = EtcdEndpoint {
-        node: name.clone(),
-        remote,
-        host,
-        port,
-        tls,
-    };
-    let (mut client, _tunnel) =
-        match health::connect(&ep, settings.etcd_timeout).await {
-            Ok(c) => c,
-            Err(e) => return (
-                Check::failed(
-                    e,
-                    Some(
-                        "check that etcd runs on the node (its static pod) and listens on that URL",
-                    ),
-                ),
-                None,
-            ),
-        };
-    let status = tokio::time::timeout(
-        settings.etcd_timeout,
-        health::member_status(&mut client, name),
-    )
-    .await;
-    let status = match status {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return (Check::failed(e, None), None),
-        Err(_) => {
-            return (
-                Check::failed(
-                    format!(
-                        "{name}: etcd status did not answer within {:?}",
-                        settings.etcd_timeout
-                    ),
-                    None,
-                ),
-                None,
-            )
-        }
-    };
-    let members = tokio::time::timeout(settings.etcd_timeout, client.member_list())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|list| {
-            list.members()
-                .iter()
-                .map(|m| MemberInfo {
-                    id: format!("{:x}", m.id()),
-                    name: m.name().to_string(),
-                    peer_urls: m.peer_urls().to_vec(),
-                    client_urls: m.client_urls().to_vec(),
-                })
-                .collect()
-        });
-    if !status.errors.is_empty() {
-        return (
-            Check::failed(
-                format!("{name}: etcd reports errors: {}", status.errors.join("; ")),
-                None,
-            ),
-            members,
-        );
     }
-    (
-        Check::Ok(EtcdFacts {
-            endpoint,
-            member_id: format!("{:x}", status.member_id),
-            cluster_id: format!("{:x}", status.cluster_id),
-            leader: format!("{:x}", status.leader),
-            is_leader: status.leader != 0 && status.leader == status.member_id,
-            revision: status.revision,
-            raft_term: status.raft_term,
-            version: status.version,
-        }),
-        members,
-    )
+    Check::Ok(EtcdFacts {
+        endpoint: f.client.as_ref().map(|c| c.url()).unwrap_or_default(),
+        member_id: format!("{:x}", status.member_id),
+        cluster_id: format!("{:x}", status.cluster_id),
+        leader: format!("{:x}", status.leader),
+        is_leader: status.leader != 0 && status.leader == status.member_id,
+        revision: status.revision,
+        raft_term: status.raft_term,
+        version: status.version.clone(),
+    })
 }
 
-/// The CA and healthcheck client certificate, read from the node (host paths found through
-/// etcd.yaml's volumes) and kept in memory only.
-async fn tls_material(
-    remote: &dyn Remote,
-    manifest: &EtcdManifest,
-) -> Result<TlsMaterial, Failure> {
-    let node = remote.node();
-    let ca = manifest
-        .trusted_ca_file()
-        .unwrap_or("/etc/kubernetes/pki/etcd/ca.crt")
-        .to_string();
-    let dir = ca
-        .rsplit_once('/')
-        .map(|(d, _)| d.to_string())
-        .unwrap_or_else(|| "/etc/kubernetes/pki/etcd".into());
-    let wanted = [
-        ca.clone(),
-        format!("{dir}/healthcheck-client.crt"),
-        format!("{dir}/healthcheck-client.key"),
-    ];
-    let mut files = Vec::new();
-    for container_path in &wanted {
-        let host = manifest
-            .host_path(container_path)
-            .map(|m| m.host_path)
-            .unwrap_or_else(|_| container_path.clone());
-        let bytes = remote.read_file(&host).await.map_err(|e| {
-            (
-                format!("{node}: cannot read {host} (etcd's {container_path}): {e}"),
-                Some("etcd-recover talks to etcd with the kubeadm healthcheck client certificate; it must exist on the node".to_string()),
-            )
-        })?;
-        files.push(bytes);
+impl From<&Member> for MemberInfo {
+    fn from(m: &Member) -> MemberInfo {
+        MemberInfo {
+            id: format!("{:x}", m.id),
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: m.client_urls.clone(),
+        }
     }
-    let key = files.pop().unwrap_or_default();
-    let cert = files.pop().unwrap_or_default();
-    let ca = files.pop().unwrap_or_default();
-    Ok(TlsMaterial { ca, cert, key })
 }
 
 /// Cluster-wide agreement: one cluster ID, one leader, members = inventory nodes.
@@ -994,27 +719,6 @@ mod tests {
             Some("a \"b\"")
         );
         assert_eq!(pretty_name("NAME=x\n"), None);
-    }
-
-    fn manifest_with(flags: &str) -> EtcdManifest {
-        let text = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - etcd\n    - --data-dir=/var/lib/etcd\n{flags}    image: registry.k8s.io/etcd:3.5.9-0\n    name: etcd\n    volumeMounts:\n    - mountPath: /var/lib/etcd\n      name: etcd-data\n  hostNetwork: true\n  volumes:\n  - hostPath:\n      path: /var/lib/etcd\n      type: DirectoryOrCreate\n    name: etcd-data\n"
-        );
-        EtcdManifest::parse(text.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn client_url_prefers_https_advertise_urls() {
-        let m = manifest_with(
-            "    - --advertise-client-urls=http://10.0.0.1:2379,https://10.0.0.1:2379\n",
-        );
-        assert_eq!(client_url(&m), Some((true, "10.0.0.1".into(), 2379)));
-        let m = manifest_with("    - --listen-client-urls=https://0.0.0.0:12379\n");
-        assert_eq!(client_url(&m), Some((true, "127.0.0.1".into(), 12379)));
-        let m = manifest_with("    - --advertise-client-urls=https://[fd00::1]:2379\n");
-        assert_eq!(client_url(&m), Some((true, "fd00::1".into(), 2379)));
-        let m = manifest_with("");
-        assert_eq!(client_url(&m), None);
     }
 
     fn facts(member: &str, cluster: &str, leader: &str) -> EtcdFacts {

@@ -1,131 +1,35 @@
-//! Live health checks through SSH tunnels: etcd through etcd-client (one client per member, TLS
-//! with material read from the node and kept in memory only), apiservers through their own
+//! Is the restored cluster healthy? The checks the engine waits on ([`ClusterChecks`]) and
+//! their live implementation: etcd through etcd-client over SSH tunnels (one client per member,
+//! TLS with material read from the node and kept in memory only), apiservers through their own
 //! readiness probes, judged as the kubelet judges them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use etcd_client::{AlarmAction, AlarmType, Client};
 
-use crate::engine::ClusterChecks;
-use crate::plan::{HttpProbe, Plan};
+use crate::etcd::client::{connect, member_status, EtcdEndpoint};
+use crate::plan::Plan;
+use crate::probe::{http_probe, HttpProbe};
 use crate::remote::{Forward, Remote};
 
-/// Client certificate material for one member, read from its node.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    /// CA bundle (PEM).
-    pub ca: Vec<u8>,
-    /// Client certificate (PEM).
-    pub cert: Vec<u8>,
-    /// Client key (PEM). Never printed.
-    pub key: Vec<u8>,
-}
+/// Cluster-wide checks that need more than one node's shell.
+#[async_trait]
+pub trait ClusterChecks: Send + Sync {
+    /// One attempt at the full etcd health check against the plan's expectations. `Ok` carries
+    /// a one-line summary; `Err` says what is not right yet.
+    async fn etcd_health(&self, plan: &Plan) -> Result<String, String>;
 
-impl fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TlsMaterial { .. }")
+    /// One attempt at a node's apiserver readiness probe.
+    async fn apiserver_ready(&self, node: &str, probe: &HttpProbe) -> Result<(), String>;
+
+    /// The node whose etcd member leads right now, when that can be found out within a few
+    /// seconds (see [`crate::plan::StepOrder::LeaderLast`]).
+    async fn etcd_leader(&self) -> Option<String> {
+        None
     }
-}
-
-/// How to reach one etcd member from here.
-#[derive(Clone)]
-pub struct EtcdEndpoint {
-    /// Node (and member) name.
-    pub node: String,
-    /// The node's connection.
-    pub remote: Arc<dyn Remote>,
-    /// Client URL host as seen from the node.
-    pub host: String,
-    /// Client URL port.
-    pub port: u16,
-    /// TLS material; `None` for plain http client URLs.
-    pub tls: Option<TlsMaterial>,
-}
-
-/// What one member says about itself and the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberStatus {
-    /// Node name.
-    pub node: String,
-    /// Member ID of the answering member.
-    pub member_id: u64,
-    /// Cluster ID from the response header.
-    pub cluster_id: u64,
-    /// Leader's member ID (0 = none).
-    pub leader: u64,
-    /// Raft term.
-    pub raft_term: u64,
-    /// Current revision.
-    pub revision: i64,
-    /// Server version.
-    pub version: String,
-    /// Errors the member reports.
-    pub errors: Vec<String>,
-}
-
-/// Connects to one member through a fresh tunnel; the tunnel lives as long as the returned guard.
-pub async fn connect(ep: &EtcdEndpoint, timeout: Duration) -> Result<(Client, Forward), String> {
-    let fwd = ep.remote.forward(&ep.host, ep.port).await.map_err(|e| {
-        format!(
-            "{}: cannot open a tunnel to {}:{}: {e}",
-            ep.node, ep.host, ep.port
-        )
-    })?;
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(timeout)
-        .with_timeout(timeout);
-    let scheme = if let Some(tls) = &ep.tls {
-        // The server certificate names the node's IP, 127.0.0.1, localhost and the node name;
-        // the tunnel's local address is none of those, so verify against the original host.
-        let domain = ep
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        opts = opts.with_tls(
-            TlsOptions::new()
-                .domain_name(domain)
-                .ca_certificate(Certificate::from_pem(&tls.ca))
-                .identity(Identity::from_pem(&tls.cert, &tls.key)),
-        );
-        "https"
-    } else {
-        "http"
-    };
-    let url = format!("{scheme}://{}", fwd.local_addr);
-    let client = tokio::time::timeout(timeout, Client::connect([url], Some(opts)))
-        .await
-        .map_err(|_| format!("{}: etcd did not answer within {timeout:?}", ep.node))?
-        .map_err(|e| format!("{}: cannot connect to etcd: {e}", ep.node))?;
-    Ok((client, fwd))
-}
-
-/// `Status` of one member.
-pub async fn member_status(client: &mut Client, node: &str) -> Result<MemberStatus, String> {
-    let s = client
-        .status()
-        .await
-        .map_err(|e| format!("{node}: status: {e}"))?;
-    let h = s
-        .header()
-        .ok_or_else(|| format!("{node}: status response without header"))?;
-    Ok(MemberStatus {
-        node: node.to_string(),
-        member_id: h.member_id(),
-        cluster_id: h.cluster_id(),
-        leader: s.leader(),
-        raft_term: s.raft_term(),
-        revision: h.revision(),
-        version: s.version().to_string(),
-        errors: s.errors().to_vec(),
-    })
 }
 
 /// The full post-restore check (R23): exactly the planned members, each with client URLs; the
@@ -379,138 +283,9 @@ impl ClusterChecks for LiveChecks {
     }
 }
 
-/// Runs an HTTP(S) GET probe through a tunnel and returns the status code. HTTPS certificates
-/// are not verified, exactly as the kubelet does for probes.
-pub async fn http_probe(
-    remote: &dyn Remote,
-    probe: &HttpProbe,
-    timeout: Duration,
-) -> Result<u16, String> {
-    let fwd = remote
-        .forward(&probe.host, probe.port)
-        .await
-        .map_err(|e| format!("cannot open a tunnel to {}:{}: {e}", probe.host, probe.port))?;
-    let host = probe.host.clone();
-    let fut = async {
-        let tcp = tokio::net::TcpStream::connect(fwd.local_addr)
-            .await
-            .map_err(|e| format!("{probe}: {e}"))?;
-        let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: etcd-recover\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            probe.path
-        );
-        let mut buf = Vec::new();
-        if probe.scheme.eq_ignore_ascii_case("https") {
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(insecure_client_config()));
-            let name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap_or_else(|_| {
-                rustls::pki_types::ServerName::try_from("localhost".to_string())
-                    .expect("valid name")
-            });
-            let mut tls = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("{probe}: TLS handshake: {e}"))?;
-            tls.write_all(req.as_bytes())
-                .await
-                .map_err(|e| format!("{probe}: {e}"))?;
-            let _ = tls.read_to_end(&mut buf).await;
-        } else {
-            let mut tcp = tcp;
-            tcp.write_all(req.as_bytes())
-                .await
-                .map_err(|e| format!("{probe}: {e}"))?;
-            let _ = tcp.read_to_end(&mut buf).await;
-        }
-        parse_status(&buf).ok_or_else(|| format!("{probe}: no HTTP response"))
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| format!("{probe}: no answer within {timeout:?}"))?
-}
-
-fn parse_status(buf: &[u8]) -> Option<u16> {
-    let line = buf.split(|b| *b == b'\n').next()?;
-    let text = std::str::from_utf8(line).ok()?;
-    let mut parts = text.split_whitespace();
-    let proto = parts.next()?;
-    if !proto.starts_with("HTTP/") {
-        return None;
-    }
-    parts.next()?.parse().ok()
-}
-
-fn insecure_client_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-                .with_no_client_auth()
-        })
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))))
-                .with_no_client_auth()
-        })
-}
-
-/// Accepts any server certificate (probe semantics), still checking handshake signatures.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::localhost::Localhost;
 
     #[test]
     fn the_leader_is_the_node_every_member_names() {
@@ -527,47 +302,5 @@ mod tests {
         assert_eq!(leader_node(&seen(&[("cp-1", 1, 1), ("cp-2", 2, 2)])), None);
         assert_eq!(leader_node(&seen(&[("cp-1", 1, 0), ("cp-2", 2, 0)])), None);
         assert_eq!(leader_node(&[]), None);
-    }
-
-    #[test]
-    fn status_line_is_parsed() {
-        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n\r\nok"), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.0 500 Internal\r\n"), Some(500));
-        assert_eq!(parse_status(b"garbage"), None);
-    }
-
-    #[tokio::test]
-    async fn plain_http_probe_reads_the_status() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            for code in ["200 OK", "503 Service Unavailable"] {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 2\r\n\r\nok").as_bytes())
-                    .await;
-            }
-        });
-        let node = Localhost::new("cp-1");
-        let probe = HttpProbe {
-            scheme: "HTTP".into(),
-            host: "127.0.0.1".into(),
-            port,
-            path: "/readyz".into(),
-        };
-        assert_eq!(
-            http_probe(&node, &probe, Duration::from_secs(5))
-                .await
-                .unwrap(),
-            200
-        );
-        assert_eq!(
-            http_probe(&node, &probe, Duration::from_secs(5))
-                .await
-                .unwrap(),
-            503
-        );
     }
 }

@@ -1,8 +1,9 @@
 //! Playbooks: the restore procedure as readable, adaptable YAML.
 //!
-//! A playbook is an ordered list of stages; each stage is a list of steps of built-in types.
-//! The engine runs every stage on all nodes in parallel and waits for all of them before the
-//! next stage starts. Unknown step types and bad fields are refused at load time, with the line.
+//! A playbook is an ordered list of stages; each stage is a list of steps of built-in types
+//! (see [`crate::steps`]). The engine runs every stage on all nodes in parallel and waits for
+//! all of them before the next stage starts. Unknown step types and bad fields are refused at
+//! load time, with the line; so is an order the steps' own rules forbid.
 //!
 //! ```yaml
 //! name: restore-stacked
@@ -20,6 +21,9 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::error::HintExt;
+use crate::steps::{rules, Site};
+
+pub use crate::steps::{StepSpec, When, INVENTORY_COMMANDS, STEP_TYPES};
 
 /// The playbook shipped with the tool: `playbooks/restore-stacked.yaml`.
 pub const RESTORE_STACKED: &str = include_str!("../playbooks/restore-stacked.yaml");
@@ -45,133 +49,6 @@ pub struct Stage {
     pub name: String,
     /// Steps, in order.
     pub steps: Vec<StepSpec>,
-}
-
-/// Which pods a stop/start step acts on.
-pub type PodNames = Vec<String>;
-
-/// When a `command` step runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum When {
-    /// On every run.
-    #[default]
-    Always,
-    /// Only when the restore could not bump the revision (old restore tool), so clients with
-    /// watches and caches must be restarted to forget revisions that now mean something else.
-    NoRevisionBump,
-}
-
-/// A step of a built-in type. `type:` selects the variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum StepSpec {
-    /// Read-only checks on every node and of the snapshot; nothing destructive happens until every
-    /// node passes. Also takes the per-node lock and creates the node-side run directory.
-    Preflight,
-    /// Copies the snapshot to every node (mode 0600) and proves the copies are byte-identical.
-    StageSnapshot,
-    /// Stops static pods by moving their manifests out of the manifests directory into the run
-    /// directory, then waits until they are really gone (ports closed, no process using their
-    /// files, no container per crictl where present).
-    StopStaticPods {
-        /// Pod names (`metadata.name` without the node suffix), e.g. `kube-apiserver`.
-        pods: PodNames,
-        /// Seconds to wait for each pod to be gone.
-        #[serde(default = "default_stop_timeout")]
-        timeout: u64,
-    },
-    /// Restores the snapshot into a new data directory on every node (`etcdutl snapshot restore`,
-    /// or `etcdctl` on 3.4). The old data directory is never touched.
-    Restore {
-        /// Seconds the restore may take on one node.
-        #[serde(default = "default_restore_timeout")]
-        timeout: u64,
-    },
-    /// Rewrites the `etcd-data` hostPath in the moved-aside etcd.yaml to the new data directory
-    /// (one value changes; every other byte stays).
-    RewriteManifest,
-    /// Moves manifests back into the manifests directory and waits until the pods listen again.
-    StartStaticPods {
-        /// Pod names, e.g. `etcd`.
-        pods: PodNames,
-        /// Seconds to wait for each pod to listen.
-        #[serde(default = "default_start_timeout")]
-        timeout: u64,
-    },
-    /// Waits until etcd is healthy: exactly the expected members, one leader, the computed
-    /// cluster ID, equal HashKV at one revision, a linearizable read on every member.
-    WaitEtcdHealthy {
-        /// Seconds to wait.
-        #[serde(default = "default_health_timeout")]
-        timeout: u64,
-    },
-    /// Waits until every apiserver is ready, judged by its manifest's readiness probe.
-    WaitApiserverReady {
-        /// Seconds to wait.
-        #[serde(default = "default_health_timeout")]
-        timeout: u64,
-    },
-    /// Runs a site-specific command on every node.
-    Command {
-        /// Step name, shown in plans and reports.
-        name: String,
-        /// Argument vector, or `[ "@NAME" ]` to use the inventory's `commands.NAME`.
-        /// `${NODE}`, `${HOST}`, `${RUN_ID}` and `${RUN_DIR}` are substituted.
-        run: Vec<String>,
-        /// Undo command, run on rollback (same substitutions). Without it the step is
-        /// treated as harmless to leave done.
-        #[serde(default)]
-        rollback: Option<Vec<String>>,
-        /// When the step runs.
-        #[serde(default)]
-        when: When,
-        /// Seconds the command may take.
-        #[serde(default = "default_command_timeout")]
-        timeout: u64,
-    },
-    /// Points kubeadm's ClusterConfiguration at the new data directory, so a later
-    /// `kubeadm upgrade` does not regenerate etcd.yaml with the old one. When the kubeadm-config
-    /// ConfigMap cannot be updated from here, the report says exactly what to run.
-    KubeadmConfig,
-    /// Releases the per-node lock and records the run as complete. Old data directories and the
-    /// original manifests stay on the nodes until the user removes them.
-    Finish,
-}
-
-fn default_stop_timeout() -> u64 {
-    120
-}
-fn default_start_timeout() -> u64 {
-    120
-}
-fn default_restore_timeout() -> u64 {
-    900
-}
-fn default_health_timeout() -> u64 {
-    300
-}
-fn default_command_timeout() -> u64 {
-    120
-}
-
-impl StepSpec {
-    /// The step type as written in the playbook (`stop-static-pods`, ...).
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            StepSpec::Preflight => "preflight",
-            StepSpec::StageSnapshot => "stage-snapshot",
-            StepSpec::StopStaticPods { .. } => "stop-static-pods",
-            StepSpec::Restore { .. } => "restore",
-            StepSpec::RewriteManifest => "rewrite-manifest",
-            StepSpec::StartStaticPods { .. } => "start-static-pods",
-            StepSpec::WaitEtcdHealthy { .. } => "wait-etcd-healthy",
-            StepSpec::WaitApiserverReady { .. } => "wait-apiserver-ready",
-            StepSpec::Command { .. } => "command",
-            StepSpec::KubeadmConfig => "kubeadm-config",
-            StepSpec::Finish => "finish",
-        }
-    }
 }
 
 impl Playbook {
@@ -207,142 +84,41 @@ impl Playbook {
             .unwrap_or_else(|e| panic!("built-in playbook is invalid: {e:#}"))
     }
 
-    /// Rules that YAML structure alone cannot express.
+    /// Rules that YAML structure alone cannot express: unique, non-empty stages, each step's
+    /// own checks, and the safety order that follows from the steps' rules.
     fn validate(&self, text: &str, origin: &str) -> anyhow::Result<()> {
-        let line_of = |needle: &str| {
-            text.lines()
-                .position(|l| l.contains(needle))
-                .map_or(String::new(), |i| format!(":{}", i + 1))
-        };
         if self.stages.is_empty() {
             bail!("{origin}: the playbook has no stages");
         }
         let mut names = BTreeSet::new();
-        let mut seen_types = BTreeSet::new();
         for stage in &self.stages {
-            let at = line_of(&format!("name: {}", stage.name));
+            let at = Site {
+                origin,
+                text,
+                stage: &stage.name,
+            };
             if !names.insert(stage.name.as_str()) {
-                bail!("{origin}{at}: stage name `{}` is used twice", stage.name);
+                bail!(
+                    "{}: stage name `{}` is used twice",
+                    at.stage_line(),
+                    stage.name
+                );
             }
             if stage.steps.is_empty() {
-                bail!("{origin}{at}: stage `{}` has no steps", stage.name);
+                bail!("{}: stage `{}` has no steps", at.stage_line(), stage.name);
             }
             for step in &stage.steps {
-                match step {
-                    StepSpec::StopStaticPods { pods, .. }
-                    | StepSpec::StartStaticPods { pods, .. }
-                        if pods.is_empty() =>
-                    {
-                        bail!(
-                            "{origin}{at}: `{}` in stage `{}` lists no pods",
-                            step.type_name(),
-                            stage.name
-                        );
-                    }
-                    StepSpec::Command {
-                        name,
-                        run,
-                        rollback,
-                        ..
-                    } => {
-                        let at = line_of(&format!("name: {name}"));
-                        if run.is_empty() {
-                            bail!("{origin}{at}: command step `{name}` has an empty `run`");
-                        }
-                        for arg in run.iter().chain(rollback.iter().flatten()) {
-                            if let Some(cmd) = arg.strip_prefix('@') {
-                                if !INVENTORY_COMMANDS.contains(&cmd) {
-                                    bail!(
-                                        "{origin}{at}: command step `{name}` uses `{arg}`, but the inventory defines no command `{cmd}`; known: {}",
-                                        INVENTORY_COMMANDS
-                                            .iter()
-                                            .map(|c| format!("@{c}"))
-                                            .collect::<Vec<_>>()
-                                            .join(", ")
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                seen_types.insert(step.type_name());
+                step.step().validate(&at)?;
             }
         }
-        // The restore is only safe in this order; a playbook may add steps but not drop these.
-        let first = &self.stages[0].steps[0];
-        if !matches!(first, StepSpec::Preflight) {
-            bail!("{origin}: the first step must be `preflight`: nothing may change before every node passes its checks");
-        }
-        for required in [
-            "stage-snapshot",
-            "restore",
-            "rewrite-manifest",
-            "wait-etcd-healthy",
-            "finish",
-        ] {
-            if !seen_types.contains(required) {
-                bail!("{origin}: the playbook has no `{required}` step");
-            }
-        }
-        self.check_order(origin)
-    }
-
-    /// The built-in safety order: stop every apiserver before etcd, etcd before restore, restore
-    /// before rewrite, etcd healthy before any apiserver starts.
-    fn check_order(&self, origin: &str) -> anyhow::Result<()> {
-        let pos = |pred: &dyn Fn(&StepSpec) -> bool| {
-            self.stages.iter().position(|s| s.steps.iter().any(pred))
-        };
-        let stops = |pod: &'static str| move |s: &StepSpec| matches!(s, StepSpec::StopStaticPods { pods, .. } if pods.iter().any(|p| p == pod));
-        let starts = |pod: &'static str| move |s: &StepSpec| matches!(s, StepSpec::StartStaticPods { pods, .. } if pods.iter().any(|p| p == pod));
-        let stop_api = pos(&stops("kube-apiserver"));
-        let stop_etcd = pos(&stops("etcd"));
-        let restore = pos(&|s| matches!(s, StepSpec::Restore { .. }));
-        let rewrite = pos(&|s| matches!(s, StepSpec::RewriteManifest));
-        let start_etcd = pos(&starts("etcd"));
-        let healthy = pos(&|s| matches!(s, StepSpec::WaitEtcdHealthy { .. }));
-        let start_api = pos(&starts("kube-apiserver"));
-        let (Some(stop_etcd), Some(restore), Some(rewrite), Some(start_etcd), Some(healthy)) =
-            (stop_etcd, restore, rewrite, start_etcd, healthy)
-        else {
-            bail!("{origin}: the playbook must stop etcd, restore, rewrite the manifest, start etcd and wait for it to be healthy");
-        };
-        let Some(stop_api) = stop_api else {
-            bail!("{origin}: the playbook never stops kube-apiserver; an apiserver running during the restore writes into the old cluster");
-        };
-        let Some(start_api) = start_api else {
-            bail!("{origin}: the playbook never starts kube-apiserver again");
-        };
-        let in_order = [
-            stop_api, stop_etcd, restore, rewrite, start_etcd, healthy, start_api,
-        ];
-        if in_order.windows(2).any(|w| w[0] >= w[1]) {
-            bail!(
-                "{origin}: stages are out of order; the required order is stop kube-apiserver -> stop etcd -> restore -> rewrite-manifest -> start etcd -> wait-etcd-healthy -> start kube-apiserver, each in a later stage than the one before"
-            );
-        }
-        Ok(())
+        let rules: Vec<Vec<Vec<_>>> = self
+            .stages
+            .iter()
+            .map(|s| s.steps.iter().map(|step| step.step().rules()).collect())
+            .collect();
+        rules::check(&rules).map_err(|why| anyhow::anyhow!("{origin}: {why}"))
     }
 }
-
-/// Inventory commands a `command` step can name as `@NAME` (from each node's `commands:`).
-pub const INVENTORY_COMMANDS: &[&str] = &["restart_kubelet"];
-
-/// Every step type name, for error messages and docs.
-pub const STEP_TYPES: &[&str] = &[
-    "preflight",
-    "stage-snapshot",
-    "stop-static-pods",
-    "restore",
-    "rewrite-manifest",
-    "start-static-pods",
-    "wait-etcd-healthy",
-    "wait-apiserver-ready",
-    "command",
-    "kubeadm-config",
-    "finish",
-];
 
 #[cfg(test)]
 mod tests {

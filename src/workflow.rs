@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::discovery::{self, NodeFacts};
 use crate::error::{Exit, ExitWith, HintExt};
+use crate::facts::{self, NodeFacts};
 use crate::health::LiveChecks;
 use crate::inventory::{self, Inventory};
 use crate::plan::build::{PlanInputs, SnapshotInput, DEFAULT_BUMP};
@@ -90,7 +91,7 @@ pub fn load_inventory(path: &Path) -> anyhow::Result<LoadedInventory> {
     })?;
     Ok(LoadedInventory {
         inventory: loaded.inventory,
-        sha256: discovery::sha256_hex(&bytes),
+        sha256: facts::sha256_hex(&bytes),
         warnings: loaded
             .warnings
             .iter()
@@ -107,14 +108,14 @@ pub fn load_playbook(path: Option<&Path>) -> anyhow::Result<(Playbook, String)> 
     match path {
         None => Ok((
             Playbook::restore_stacked(),
-            discovery::sha256_hex(crate::playbook::RESTORE_STACKED.as_bytes()),
+            facts::sha256_hex(crate::playbook::RESTORE_STACKED.as_bytes()),
         )),
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read playbook `{}`", p.display()))?;
             Ok((
                 Playbook::parse(&text, &p.display().to_string())?,
-                discovery::sha256_hex(text.as_bytes()),
+                facts::sha256_hex(text.as_bytes()),
             ))
         }
     }
@@ -263,19 +264,18 @@ pub fn hint_for(e: &crate::remote::RemoteError) -> String {
 
 /// Discovery on every reachable node, with findings for the unreachable ones.
 pub async fn discover(cluster: &Cluster) -> Vec<NodeFacts> {
-    let mut facts = discovery::discover(&cluster.inventory.inventory, &cluster.remotes).await;
-    for f in &mut facts {
+    let mut found = facts::discover(&cluster.inventory.inventory, &cluster.remotes).await;
+    for f in &mut found {
         if let Some(u) = cluster
             .unreachable
             .iter()
             .find(|u| u.node.as_deref() == Some(&f.name))
         {
-            f.findings.retain(|x| x.message != "no connection");
-            f.findings.push(u.clone());
+            f.unreachable(u.clone());
         }
     }
-    discovery::probe_health(&mut facts, &cluster.remotes).await;
-    facts
+    facts::probe_health(&mut found, &cluster.remotes, Duration::from_secs(3)).await;
+    found
 }
 
 /// A fresh run id: UTC time plus 4 random hex digits.
@@ -395,10 +395,10 @@ pub async fn live_checks(
         let Some(r) = remotes.get(&n.name) else {
             continue;
         };
-        let Some((https, host, port)) = discovery::split_url(&n.client_endpoint) else {
+        let Some((https, host, port)) = facts::static_pod::split_url(&n.client_endpoint) else {
             anyhow::bail!("{}: the plan has no etcd client URL", n.name);
         };
-        let ep = discovery::endpoint(
+        let ep = crate::etcd::client::endpoint(
             &n.name,
             r.clone(),
             &host,

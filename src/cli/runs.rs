@@ -1,6 +1,6 @@
 //! Runs as the workstation and the nodes record them. The workstation keeps a journal per run
-//! in the state directory; each node keeps the run's plan and its own done steps in
-//! `{run_dir}/runs/{run}/{node}/`, and `{run_dir}/{node}.lock` names the run holding it. The
+//! in the state directory; each node keeps the run's plan and its own done steps in its run
+//! directory, and its lock names the run holding it ([`crate::layout`]). The
 //! nodes' records pick up a run started on another workstation, and show in `status -i`.
 
 use std::collections::BTreeMap;
@@ -11,29 +11,11 @@ use anyhow::Context;
 use super::args::Global;
 use crate::engine::journal::{Journal, Record};
 use crate::error::HintExt;
-use crate::inventory::Node;
+use crate::layout::RunLayout;
 use crate::plan::Plan;
 use crate::remote::Remote;
 use crate::ui::Printer;
 use crate::workflow::{self, Cluster};
-
-/// A node's run directory for `run`, as the engine writes it.
-fn run_dir(node: &Node, run: &str) -> String {
-    format!(
-        "{}/runs/{run}/{}",
-        node.etcd.run_dir.trim_end_matches('/'),
-        node.name
-    )
-}
-
-/// A node's lock file.
-fn lock_path(node: &Node) -> String {
-    format!(
-        "{}/{}.lock",
-        node.etcd.run_dir.trim_end_matches('/'),
-        node.name
-    )
-}
 
 /// What one node records about a run.
 pub(crate) struct NodeRecord {
@@ -68,15 +50,16 @@ pub(crate) async fn node_records(
             });
             continue;
         };
-        let dir = run_dir(n, run);
+        let layout = RunLayout::new(&n.etcd.run_dir, &n.name);
+        let dir = layout.run(run);
         if plan.is_none() {
-            if let Ok(bytes) = r.read_file(&format!("{dir}/plan.json")).await {
+            if let Ok(bytes) = r.read_file(&dir.plan()).await {
                 plan = serde_json::from_slice(&bytes).ok();
             }
         }
-        let state = read_json(r.as_ref(), &format!("{dir}/state.json")).await;
+        let state = read_json(r.as_ref(), &dir.state()).await;
         let lock = if with_lock {
-            read_json(r.as_ref(), &lock_path(n)).await
+            read_json(r.as_ref(), &layout.lock()).await
         } else {
             None
         };

@@ -1,24 +1,19 @@
-//! Executing one [`Action`]: probe whether it is already done, act, verify.
+//! Executing one [`Action`]: probe whether it is already done, act, verify. Generic primitives
+//! run here; an action that belongs to a step type goes to that step's code in
+//! [`crate::steps`], with the engine as its [`Exec`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use async_trait::async_trait;
 
 use super::{withheld, Engine, Event};
+use crate::layout::RunDir;
 use crate::node;
 use crate::plan::{Action, Endpoint, HttpProbe, StepPlan};
 use crate::remote::{Cmd, Remote, WriteOpts};
-
-/// How long to wait before checking again what has waited `elapsed` so far: what is usually
-/// quick (a pod going away, a member starting to serve) is seen within 100 ms; what takes
-/// longer is checked twice a second. Every check is one short command on the node.
-fn poll_pause(elapsed: Duration) -> Duration {
-    if elapsed < Duration::from_secs(3) {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_millis(500)
-    }
-}
+use crate::steps::{self, Exec, Wait};
 
 impl Engine {
     /// Executes one action of `step` on `node` (`None` for cluster actions). Returns `true` when
@@ -39,42 +34,12 @@ impl Engine {
         if hold {
             return Ok(true);
         }
-        // Cluster actions do not need a node connection.
         match action {
-            Action::WaitEtcdHealthy { timeout } => {
-                return self.wait_etcd(*timeout).await.map(|()| false);
-            }
-            Action::WaitApiserverReady { probes, timeout } => {
-                let deadline = Instant::now() + Duration::from_secs(*timeout);
-                let start = Instant::now();
-                for (n, probe) in probes {
-                    loop {
-                        match self.checks.apiserver_ready(n, probe).await {
-                            Ok(()) => break,
-                            Err(why) if Instant::now() < deadline => {
-                                self.emit(Event::Waiting {
-                                    node: Some(n.clone()),
-                                    what: "kube-apiserver to be ready".into(),
-                                    elapsed: start.elapsed(),
-                                    detail: why,
-                                });
-                                tokio::time::sleep(poll_pause(start.elapsed())).await;
-                            }
-                            Err(why) => bail!(
-                                "kube-apiserver on {n} not ready after {timeout}s ({probe}): {why}"
-                            ),
-                        }
-                    }
-                }
-                return Ok(false);
-            }
             Action::Note { .. } => return Ok(true),
+            Action::Step(own) => return steps::execute(own, node_name, self).await,
             _ => {}
         }
-        let name = match action {
-            Action::KubeadmConfig { node, .. } => node.as_str(),
-            _ => node_name.context("a node action in a cluster step")?,
-        };
+        let name = node_name.context("a node action in a cluster step")?;
         let remote = self.node(name)?.clone();
         let r = remote.as_ref();
         match action {
@@ -89,7 +54,7 @@ impl Engine {
                     mode: Some(0o600),
                 };
                 r.write_file_atomic(
-                    &format!("{dir}/plan.json"),
+                    &RunDir::at(dir).plan(),
                     self.plan.to_json().as_bytes(),
                     &opts,
                 )
@@ -178,25 +143,6 @@ impl Engine {
                 .wait_serving(r, pod, probe, *timeout)
                 .await
                 .map(|()| false),
-            Action::Restore {
-                argv,
-                env,
-                data_dir,
-                wal_dir,
-                owner_like,
-                timeout,
-            } => {
-                self.restore(
-                    r,
-                    argv,
-                    env,
-                    data_dir,
-                    wal_dir.as_deref(),
-                    owner_like,
-                    *timeout,
-                )
-                .await
-            }
             Action::WriteFile {
                 path,
                 before_sha256,
@@ -231,14 +177,7 @@ impl Engine {
                 r.run(&cmd).await?;
                 Ok(false)
             }
-            Action::KubeadmConfig {
-                node: n,
-                kubeconfig,
-                data_dirs,
-            } => self.kubeadm_config(r, n, kubeconfig, data_dirs).await,
-            Action::WaitEtcdHealthy { .. }
-            | Action::WaitApiserverReady { .. }
-            | Action::Note { .. } => Ok(true),
+            Action::Note { .. } | Action::Step(_) => Ok(true),
         }
     }
 
@@ -305,30 +244,17 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         what: String,
         timeout: u64,
         failure: impl Fn(&str) -> String,
-        mut check: F,
+        check: F,
     ) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Option<String>>>,
     {
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(timeout);
-        let waiting = |elapsed, detail| Event::Waiting {
-            node: Some(r.node().to_string()),
-            what: what.clone(),
-            elapsed,
-            detail,
-        };
-        self.emit(waiting(Duration::ZERO, "first check".into()));
-        loop {
-            let Some(pending) = check().await? else {
-                return Ok(());
-            };
-            if Instant::now() >= deadline {
-                bail!("{}: {}", r.node(), failure(&pending));
-            }
-            self.emit(waiting(start.elapsed(), pending));
-            tokio::time::sleep(poll_pause(start.elapsed())).await;
+        let wait = Wait::new(Some(r.node()), &what, timeout);
+        wait.announce(self);
+        match steps::poll(self, &wait, check).await? {
+            None => Ok(()),
+            Some(pending) => bail!("{}: {}", r.node(), failure(&pending)),
         }
     }
 
@@ -404,7 +330,7 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
         let check = || async {
             // Any HTTP answer will do: etcd answers 503 until it has a quorum, but answers only
             // once its start-up checks are done.
-            Ok(crate::health::http_probe(r, probe, Duration::from_secs(1))
+            Ok(crate::probe::http_probe(r, probe, Duration::from_secs(1))
                 .await
                 .err()
                 .map(|e| format!("no answer yet ({e})")))
@@ -413,252 +339,6 @@ if { printf '%s\n' "$2" > "$1"; } 2>/dev/null; then sync -- "$1"; echo acquired;
             |pending: &str| format!("{pod} did not answer {probe} within {timeout}s: {pending}");
         self.poll_node(r, format!("{pod} to serve"), timeout, failure, check)
             .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn restore(
-        &self,
-        r: &dyn Remote,
-        argv: &[String],
-        env: &[(String, String)],
-        data_dir: &str,
-        wal_dir: Option<&str>,
-        owner_like: &str,
-        timeout: u64,
-    ) -> anyhow::Result<bool> {
-        let name = r.node().to_string();
-        let wal = wal_dir.map_or_else(|| format!("{data_dir}/member/wal"), String::from);
-        let complete = |data_dir: String, wal: String| async move {
-            let db = node::exists(r, &format!("{data_dir}/member/snap/db")).await?;
-            let out = r
-                .run(&Cmd::script(
-                    r#"ls -- "$1" 2>/dev/null | grep -c '\.wal$' || true"#,
-                    [wal.as_str()],
-                ))
-                .await?;
-            let wals: u32 = out.stdout_text().trim().parse().unwrap_or(0);
-            anyhow::Ok(db && wals > 0)
-        };
-        // A run that was killed mid-restore leaves the restore tool running on the node (closing
-        // an SSH channel does not stop it): let it finish before judging what it left.
-        self.wait_for_running_restore(r, data_dir, timeout).await?;
-        if complete(data_dir.to_string(), wal.clone()).await? {
-            // Done before, perhaps without the ownership fix that follows a restore.
-            self.own_like(r, data_dir, wal_dir, owner_like).await?;
-            return Ok(true);
-        }
-        // A partial restore from an interrupted run is moved aside, never deleted.
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        for d in std::iter::once(data_dir).chain(wal_dir) {
-            if node::exists(r, d).await? {
-                node::move_file(r, d, &format!("{d}.partial-{stamp}")).await?;
-            }
-        }
-        let mut full = Vec::new();
-        if !env.is_empty() {
-            full.push("env".to_string());
-            full.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
-        }
-        full.extend(argv.iter().cloned());
-        let out = r
-            .exec(&Cmd::new(full).timeout(Duration::from_secs(timeout)))
-            .await?;
-        // Success is the exit code alone: etcdctl 3.5 prints a deprecation notice on stderr.
-        if !out.status.success() {
-            bail!(
-                "{name}: restore failed ({}): {}",
-                out.status,
-                out.stderr_text()
-            );
-        }
-        if !complete(data_dir.to_string(), wal.clone()).await? {
-            bail!(
-                "{name}: the restore exited 0 but `{data_dir}` lacks member/snap/db or a WAL file"
-            );
-        }
-        self.own_like(r, data_dir, wal_dir, owner_like).await?;
-        Ok(false)
-    }
-
-    /// The restored tree belongs to whoever owns the old data directory (etcd may run as a
-    /// non-root user), with etcd's own modes. Idempotent.
-    async fn own_like(
-        &self,
-        r: &dyn Remote,
-        data_dir: &str,
-        wal_dir: Option<&str>,
-        owner_like: &str,
-    ) -> anyhow::Result<()> {
-        let mut dirs = vec![data_dir.to_string()];
-        dirs.extend(wal_dir.map(String::from));
-        for d in dirs {
-            r.run(&Cmd::script(
-                r#"chown -R --reference="$1" -- "$2" && chmod 0700 -- "$2""#,
-                [owner_like, d.as_str()],
-            ))
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Waits (up to `timeout` seconds) while a restore into `data_dir` is still running on the
-    /// node: a process with the arguments `restore` and `--data-dir=<data_dir>`.
-    async fn wait_for_running_restore(
-        &self,
-        r: &dyn Remote,
-        data_dir: &str,
-        timeout: u64,
-    ) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(timeout);
-        loop {
-            let out = r
-                .run(&Cmd::script(
-                    r#"want="--data-dir=$1"
-for p in /proc/[0-9]*; do
-  [ "${p#/proc/}" = "$$" ] && continue
-  args=$(tr '\0' '\n' < "$p/cmdline" 2>/dev/null) || continue
-  case "
-$args
-" in *"
-$want
-"*) ;; *) continue;; esac
-  case "
-$args
-" in *"
-restore
-"*) echo "${p#/proc/}";; esac
-done
-exit 0"#,
-                    [data_dir],
-                ))
-                .await?;
-            let pids: Vec<String> = out
-                .stdout_text()
-                .split_whitespace()
-                .map(String::from)
-                .collect();
-            if pids.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: a restore into `{data_dir}` from an earlier, interrupted attempt is still running after {timeout}s (pid {}); stop it or wait, then resume",
-                    r.node(),
-                    pids.join(",")
-                );
-            }
-            self.emit(Event::Waiting {
-                node: Some(r.node().to_string()),
-                what: "an interrupted restore to finish".into(),
-                elapsed: start.elapsed(),
-                detail: format!("pid {} still restoring into {data_dir}", pids.join(",")),
-            });
-            tokio::time::sleep(poll_pause(start.elapsed())).await;
-        }
-    }
-
-    async fn wait_etcd(&self, timeout: u64) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(timeout);
-        self.emit(Event::Waiting {
-            node: None,
-            what: "etcd to be healthy".into(),
-            elapsed: Duration::ZERO,
-            detail: "first check".into(),
-        });
-        loop {
-            match self.checks.etcd_health(&self.plan).await {
-                Ok(_) => return Ok(()),
-                Err(why) if Instant::now() < deadline => {
-                    self.emit(Event::Waiting {
-                        node: None,
-                        what: "etcd to be healthy".into(),
-                        elapsed: start.elapsed(),
-                        detail: why,
-                    });
-                    tokio::time::sleep(poll_pause(start.elapsed())).await;
-                }
-                Err(why) => bail!("etcd is not healthy after {timeout}s: {why}"),
-            }
-        }
-    }
-
-    async fn kubeadm_config(
-        &self,
-        r: &dyn Remote,
-        node_name: &str,
-        kubeconfig: &str,
-        data_dirs: &std::collections::BTreeMap<String, String>,
-    ) -> anyhow::Result<bool> {
-        let distinct: std::collections::BTreeSet<&String> = data_dirs.values().collect();
-        if distinct.len() != 1 {
-            let list: Vec<String> = data_dirs.iter().map(|(n, d)| format!("{n}: {d}")).collect();
-            self.follow_up(format!(
-                "etcd.yaml now points each node at its own new data directory ({}), but kubeadm's ClusterConfiguration holds one etcd.local.dataDir for all nodes: before the next `kubeadm upgrade`, which regenerates etcd.yaml from it, stop etcd on each node in turn and move its data to one common path, then set that path in the kubeadm-config ConfigMap",
-                list.join(", ")
-            ));
-            return Ok(true);
-        }
-        let data_dir = distinct.iter().next().map_or("", |d| d.as_str());
-        let manual = format!(
-            "kubeadm's ClusterConfiguration still names the old etcd data directory; before the next `kubeadm upgrade`, run on a control-plane node: `kubectl -n kube-system edit configmap kubeadm-config` and set `etcd.local.dataDir: {data_dir}` (a later upgrade would otherwise regenerate etcd.yaml with the old directory)"
-        );
-        let probe = r
-            .exec(&Cmd::script(
-                r#"command -v kubectl >/dev/null 2>&1 && [ -f "$1" ] && echo yes || echo no"#,
-                [kubeconfig],
-            ))
-            .await?;
-        if probe.stdout_text().trim() != "yes" {
-            self.follow_up(format!(
-                "{manual} (no kubectl with {kubeconfig} on {node_name})"
-            ));
-            return Ok(true);
-        }
-        let get = r
-            .exec(&Cmd::new([
-                "kubectl",
-                "--kubeconfig",
-                kubeconfig,
-                "-n",
-                "kube-system",
-                "get",
-                "configmap",
-                "kubeadm-config",
-                "-o",
-                "json",
-            ]))
-            .await?;
-        if !get.status.success() {
-            self.follow_up(format!(
-                "{manual} (kubectl get failed: {})",
-                get.stderr_text()
-            ));
-            return Ok(true);
-        }
-        let mut cm: serde_json::Value = serde_json::from_slice(&get.stdout)
-            .with_context(|| format!("{node_name}: kubectl printed something that is not JSON"))?;
-        let Some(cc) = cm["data"]["ClusterConfiguration"].as_str() else {
-            self.follow_up(format!(
-                "{manual} (the ConfigMap has no ClusterConfiguration)"
-            ));
-            return Ok(true);
-        };
-        let Some(updated) = set_kubeadm_data_dir(cc, data_dir) else {
-            self.follow_up(format!(
-                "{manual} (no etcd.local.dataDir line found to update)"
-            ));
-            return Ok(true);
-        };
-        if updated == cc {
-            return Ok(true);
-        }
-        cm["data"]["ClusterConfiguration"] = serde_json::Value::String(updated);
-        let body = serde_json::to_vec(&cm).context("cannot encode the ConfigMap")?;
-        r.run(&Cmd::new(["kubectl", "--kubeconfig", kubeconfig, "replace", "-f", "-"]).stdin(body))
-            .await?;
-        Ok(false)
     }
 
     pub(super) fn follow_up(&self, text: String) {
@@ -671,57 +351,30 @@ exit 0"#,
     }
 }
 
-/// Replaces the value of the `dataDir:` key under `etcd:` / `local:` in a ClusterConfiguration,
-/// keeping every other line. `None` when there is no such line.
-pub fn set_kubeadm_data_dir(cc: &str, data_dir: &str) -> Option<String> {
-    let mut out = String::with_capacity(cc.len() + data_dir.len());
-    let mut in_etcd = false;
-    let mut in_local = false;
-    let mut etcd_indent = 0;
-    let mut found = false;
-    for line in cc.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        let key = trimmed.split(':').next().unwrap_or("").trim();
-        if !trimmed.is_empty() && !trimmed.starts_with('#') {
-            if indent == 0 {
-                in_etcd = key == "etcd";
-                in_local = false;
-                etcd_indent = 0;
-            } else if in_etcd && (etcd_indent == 0 || indent == etcd_indent) {
-                etcd_indent = indent;
-                in_local = key == "local";
-            }
-        }
-        if in_etcd && in_local && indent > etcd_indent && key == "dataDir" && !found {
-            let nl = if line.ends_with('\n') { "\n" } else { "" };
-            out.push_str(&format!("{}dataDir: {data_dir}{nl}", &line[..indent]));
-            found = true;
-        } else {
-            out.push_str(line);
-        }
+#[async_trait]
+impl Exec for Engine {
+    fn remote(&self, node: &str) -> anyhow::Result<Arc<dyn Remote>> {
+        self.node(node).cloned()
     }
-    found.then_some(out)
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn waiting(&self, node: Option<&str>, what: &str, elapsed: Duration, detail: String) {
+        self.emit(Event::Waiting {
+            node: node.map(String::from),
+            what: what.to_string(),
+            elapsed,
+            detail,
+        });
+    }
 
-    #[test]
-    fn kubeadm_data_dir_is_replaced_in_place() {
-        let cc = "apiServer:\n  timeoutForControlPlane: 4m0s\netcd:\n  local:\n    dataDir: /var/lib/etcd\n    extraArgs: {}\nkind: ClusterConfiguration\n";
-        let out = set_kubeadm_data_dir(cc, "/var/lib/etcd-restored-r1").unwrap();
-        assert_eq!(
-            out,
-            cc.replace("/var/lib/etcd\n", "/var/lib/etcd-restored-r1\n")
-        );
-        assert!(set_kubeadm_data_dir("etcd:\n  external:\n    endpoints: []\n", "/x").is_none());
-        // A dataDir elsewhere is not touched.
-        let other = "foo:\n  local:\n    dataDir: /a\netcd:\n  local:\n    dataDir: /b\n";
-        assert_eq!(
-            set_kubeadm_data_dir(other, "/c").unwrap(),
-            "foo:\n  local:\n    dataDir: /a\netcd:\n  local:\n    dataDir: /c\n"
-        );
+    fn follow_up(&self, text: String) {
+        Engine::follow_up(self, text);
+    }
+
+    async fn etcd_health(&self) -> Result<String, String> {
+        self.checks.etcd_health(&self.plan).await
+    }
+
+    async fn apiserver_ready(&self, node: &str, probe: &HttpProbe) -> Result<(), String> {
+        self.checks.apiserver_ready(node, probe).await
     }
 }

@@ -4,7 +4,9 @@
 //! The engine knows nodes only through [`Remote`], cluster health only through
 //! [`ClusterChecks`], and the terminal only through [`Observer`]. It never decides *what* to do:
 //! that is the plan. It decides only whether a step is already done, in what order, and when to
-//! stop.
+//! stop. It executes generic actions (move, copy, write, run, wait, upload, probe) itself and
+//! hands an action that belongs to a step type to that step ([`crate::steps::execute`]), lending
+//! it its primitives; it knows no kubectl, etcd or kubeadm.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -12,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-
-use crate::plan::{Action, Actions, HttpProbe, Plan, Scope, StepOrder, StepPlan};
+use crate::health::ClusterChecks;
+use crate::layout::RunDir;
+use crate::plan::{Action, Actions, Plan, Scope, StepOrder, StepPlan};
 use crate::remote::Remote;
 
 mod actions;
@@ -140,23 +142,6 @@ pub struct Silent;
 
 impl Observer for Silent {
     fn event(&self, _: &Event) {}
-}
-
-/// Cluster-wide checks that need more than one node's shell.
-#[async_trait]
-pub trait ClusterChecks: Send + Sync {
-    /// One attempt at the full etcd health check against the plan's expectations. `Ok` carries
-    /// a one-line summary; `Err` says what is not right yet.
-    async fn etcd_health(&self, plan: &Plan) -> Result<String, String>;
-
-    /// One attempt at a node's apiserver readiness probe.
-    async fn apiserver_ready(&self, node: &str, probe: &HttpProbe) -> Result<(), String>;
-
-    /// The node whose etcd member leads right now, when that can be found out within a few
-    /// seconds (see [`StepPlan::leader_last`]).
-    async fn etcd_leader(&self) -> Option<String> {
-        None
-    }
 }
 
 /// Asks a running engine to stop at the next step boundary.
@@ -830,7 +815,7 @@ impl Engine {
             "updated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
         let remote = self.node(node)?;
-        let path = format!("{}/state.json", summary.run_dir);
+        let path = RunDir::at(&summary.run_dir).state();
         // Before the run directory exists this fails; the local journal is authoritative.
         remote
             .write_file_atomic(

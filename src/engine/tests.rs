@@ -6,8 +6,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::*;
+use crate::facts::NodeFacts;
+use crate::inventory;
 use crate::localhost::Localhost;
-use crate::plan::{Actions, Fingerprints, NodeSummary, RestoreParams, SnapshotSummary, StagePlan};
+use crate::plan::build::{PlanInputs, SnapshotInput, DEFAULT_BUMP};
+use crate::playbook::Playbook;
+use crate::probe::HttpProbe;
 
 struct Healthy;
 
@@ -53,7 +57,113 @@ struct Fixture {
     nodes: Vec<String>,
 }
 
-const ORIGINAL: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n# keep me\nspec:\n  volumes:\n  - hostPath:\n      path: /var/lib/etcd\n    name: etcd-data\n";
+/// etcd's manifest on every fixture node: `NODE` and `ROOT` are filled in. No listen URLs, so
+/// stopping and starting wait for the data directory alone, not for ports of this machine.
+const MANIFEST: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd
+  namespace: kube-system
+# keep me
+spec:
+  containers:
+  - command:
+    - etcd
+    - --name=NODE
+    - --data-dir=/var/lib/etcd
+    - --initial-advertise-peer-urls=https://127.0.0.1:2380
+    image: registry.k8s.io/etcd:3.5.1-0
+    name: etcd
+    volumeMounts:
+    - mountPath: /var/lib/etcd
+      name: etcd-data
+  hostNetwork: true
+  volumes:
+  - hostPath:
+      path: ROOT/NODE/var/lib/etcd
+      type: DirectoryOrCreate
+    name: etcd-data
+";
+
+const APISERVER: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: kube-apiserver
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - kube-apiserver
+    image: registry.k8s.io/kube-apiserver:v1.30.0
+    name: kube-apiserver
+  hostNetwork: true
+";
+
+/// The engine tests' playbook, shaped like the real one around the steps that need no etcd:
+/// lock, stop etcd, rewrite its manifest, a site command, start etcd and wait for it, unlock.
+/// (The restore itself needs a real snapshot and etcd: the lab tests cover it.) Built without
+/// the safety order check, which requires the restore.
+fn playbook(command: &[&str], stage_snapshot: bool) -> Playbook {
+    use crate::playbook::Stage;
+    use crate::steps::{self, StepSpec};
+    let stage = |name: &str, steps: Vec<StepSpec>| Stage {
+        name: name.into(),
+        steps,
+    };
+    let etcd = vec!["etcd".to_string()];
+    let mut stages = vec![
+        stage("preflight", vec![StepSpec::Preflight(steps::Preflight {})]),
+        stage(
+            "stop-etcd",
+            vec![StepSpec::StopStaticPods(steps::StopStaticPods {
+                pods: etcd.clone(),
+                timeout: 5,
+            })],
+        ),
+        stage(
+            "rewrite",
+            vec![StepSpec::RewriteManifest(steps::RewriteManifest {})],
+        ),
+        stage(
+            "custom",
+            vec![StepSpec::Command(steps::Command {
+                name: "custom".into(),
+                run: command
+                    .iter()
+                    .map(|s| s.replace("NODE", "${NODE}"))
+                    .collect(),
+                rollback: None,
+                when: steps::When::Always,
+                timeout: 10,
+            })],
+        ),
+        stage(
+            "start-etcd",
+            vec![
+                StepSpec::StartStaticPods(steps::StartStaticPods {
+                    pods: etcd,
+                    timeout: 5,
+                }),
+                StepSpec::WaitEtcdHealthy(steps::WaitEtcdHealthy { timeout: 5 }),
+            ],
+        ),
+        stage("finish", vec![StepSpec::Finish(steps::Finish {})]),
+    ];
+    if stage_snapshot {
+        stages.insert(
+            1,
+            stage(
+                "stage-snapshot",
+                vec![StepSpec::StageSnapshot(steps::StageSnapshot {})],
+            ),
+        );
+    }
+    Playbook {
+        name: "engine-test".into(),
+        description: String::new(),
+        stages,
+    }
+}
 
 impl Fixture {
     fn new(n: usize) -> Fixture {
@@ -62,10 +172,15 @@ impl Fixture {
         let nodes: Vec<String> = (1..=n).map(|i| format!("cp-{i}")).collect();
         for node in &nodes {
             std::fs::create_dir_all(format!("{root}/{node}/manifests")).unwrap();
-            std::fs::write(format!("{root}/{node}/manifests/etcd.yaml"), ORIGINAL).unwrap();
+            std::fs::create_dir_all(format!("{root}/{node}/var/lib/etcd")).unwrap();
+            std::fs::write(
+                format!("{root}/{node}/manifests/etcd.yaml"),
+                Self::original(&root, node),
+            )
+            .unwrap();
             std::fs::write(
                 format!("{root}/{node}/manifests/kube-apiserver.yaml"),
-                "kind: Pod\n",
+                APISERVER,
             )
             .unwrap();
         }
@@ -76,206 +191,85 @@ impl Fixture {
         }
     }
 
+    /// etcd's manifest on `node` before the run.
+    fn original(root: &str, node: &str) -> String {
+        MANIFEST.replace("ROOT", root).replace("NODE", node)
+    }
+
     fn sha(s: &str) -> String {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(s.as_bytes()))
     }
 
-    /// A plan shaped like the real one: lock, move out, rewrite, a command, move in, unlock.
-    fn plan(&self, command: &[&str]) -> Plan {
-        let after = ORIGINAL.replace("path: /var/lib/etcd\n", "path: /var/lib/etcd-restored-r1\n");
-        let per_node = |f: &dyn Fn(&str, &str) -> Actions| -> Scope {
-            Scope::Nodes(
-                self.nodes
-                    .iter()
-                    .map(|n| (n.clone(), f(n, &format!("{}/{n}", self.root))))
-                    .collect(),
-            )
-        };
-        let step = |id: &str, scope: Scope| StepPlan {
-            id: id.into(),
-            kind: "test".into(),
-            title: id.into(),
-            destructive: true,
-            order: crate::plan::StepOrder::Parallel,
-            scope,
-        };
-        let stages = vec![
-            StagePlan {
-                name: "preflight".into(),
-                steps: vec![step(
-                    "preflight/1",
-                    per_node(&|_, d| Actions {
-                        actions: vec![
-                            Action::MakeDir {
-                                path: format!("{d}/run/manifests"),
-                                mode: 0o700,
-                            },
-                            Action::AcquireLock {
-                                path: format!("{d}/lock"),
-                            },
-                            Action::SaveRunState {
-                                dir: format!("{d}/run"),
-                            },
-                        ],
-                        rollback: vec![Action::ReleaseLock {
-                            path: format!("{d}/lock"),
-                        }],
-                    }),
-                )],
+    fn remotes(&self) -> BTreeMap<String, Arc<dyn Remote>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
+                )
+            })
+            .collect()
+    }
+
+    /// The facts of every fixture node, gathered as for a real plan (on this machine).
+    async fn facts(&self) -> Vec<NodeFacts> {
+        let nodes = self.nodes.iter().map(|n| inventory::Node {
+            name: n.clone(),
+            host: "127.0.0.1".into(),
+            ssh: Default::default(),
+            etcd: inventory::EtcdSettings {
+                manifests_dir: inventory::ManifestsDir::Path(format!(
+                    "{}/{n}/manifests",
+                    self.root
+                )),
+                kubelet_config: format!("{}/{n}/kubelet.yaml", self.root),
+                restore_tool: inventory::RestoreTool::Auto,
+                run_dir: format!("{}/{n}/run", self.root),
             },
-            StagePlan {
-                name: "stop-etcd".into(),
-                steps: vec![step(
-                    "stop-etcd/1",
-                    per_node(&|_, d| Actions {
-                        actions: vec![
-                            Action::CopyFile {
-                                from: format!("{d}/manifests/etcd.yaml"),
-                                to: format!("{d}/run/etcd.yaml.orig"),
-                            },
-                            Action::MoveFile {
-                                from: format!("{d}/manifests/etcd.yaml"),
-                                to: format!("{d}/run/manifests/etcd.yaml"),
-                            },
-                            Action::WaitStopped {
-                                pod: "etcd".into(),
-                                endpoints: vec![],
-                                dirs: vec![format!("{d}/data")],
-                                timeout: 5,
-                            },
-                        ],
-                        rollback: vec![Action::MoveFile {
-                            from: format!("{d}/run/manifests/etcd.yaml"),
-                            to: format!("{d}/manifests/etcd.yaml"),
-                        }],
-                    }),
-                )],
-            },
-            StagePlan {
-                name: "rewrite".into(),
-                steps: vec![step(
-                    "rewrite/1",
-                    per_node(&|_, d| Actions {
-                        actions: vec![Action::WriteFile {
-                            path: format!("{d}/run/manifests/etcd.yaml"),
-                            before_sha256: Self::sha(ORIGINAL),
-                            after_sha256: Self::sha(&after),
-                            content: after.clone(),
-                            diff: String::new(),
-                            temp_dir: format!("{d}/run"),
-                        }],
-                        rollback: vec![Action::WriteFile {
-                            path: format!("{d}/run/manifests/etcd.yaml"),
-                            before_sha256: Self::sha(&after),
-                            after_sha256: Self::sha(ORIGINAL),
-                            content: ORIGINAL.into(),
-                            diff: String::new(),
-                            temp_dir: format!("{d}/run"),
-                        }],
-                    }),
-                )],
-            },
-            StagePlan {
-                name: "custom".into(),
-                steps: vec![step(
-                    "custom/1",
-                    per_node(&|n, _| Actions {
-                        actions: vec![Action::Run {
-                            argv: command.iter().map(|s| s.replace("NODE", n)).collect(),
-                            timeout: 10,
-                        }],
-                        rollback: vec![],
-                    }),
-                )],
-            },
-            StagePlan {
-                name: "start-etcd".into(),
-                steps: vec![
-                    step(
-                        "start-etcd/1",
-                        per_node(&|_, d| Actions {
-                            actions: vec![Action::MoveFile {
-                                from: format!("{d}/run/manifests/etcd.yaml"),
-                                to: format!("{d}/manifests/etcd.yaml"),
-                            }],
-                            rollback: vec![Action::MoveFile {
-                                from: format!("{d}/manifests/etcd.yaml"),
-                                to: format!("{d}/run/manifests/etcd.yaml"),
-                            }],
-                        }),
-                    ),
-                    step(
-                        "start-etcd/2",
-                        Scope::Cluster(Actions {
-                            actions: vec![Action::WaitEtcdHealthy { timeout: 5 }],
-                            rollback: vec![],
-                        }),
-                    ),
-                ],
-            },
-            StagePlan {
-                name: "finish".into(),
-                steps: vec![step(
-                    "finish/1",
-                    per_node(&|_, d| Actions {
-                        actions: vec![Action::ReleaseLock {
-                            path: format!("{d}/lock"),
-                        }],
-                        rollback: vec![],
-                    }),
-                )],
-            },
-        ];
-        Plan {
-            format_version: crate::plan::FORMAT_VERSION,
-            tool_version: "test".into(),
+            commands: Default::default(),
+            line: 1,
+        });
+        let remotes = self.remotes();
+        let jobs = nodes.map(|n| {
+            let remote = remotes[&n.name].clone();
+            async move { crate::facts::node(&n, Some(remote.as_ref())).await }
+        });
+        futures::future::join_all(jobs).await
+    }
+
+    /// The plan `plan::build` makes for the fixture nodes, running `command` (with `NODE` for
+    /// the node name) in the stage `custom`.
+    async fn plan(&self, command: &[&str]) -> Plan {
+        self.plan_with(playbook(command, false), ("", 0)).await
+    }
+
+    /// The plan for `playbook`, with a snapshot of this SHA-256 and size.
+    async fn plan_with(&self, playbook: Playbook, snapshot: (&str, u64)) -> Plan {
+        let facts = self.facts().await;
+        let inputs = PlanInputs {
             run_id: "r1".into(),
             created_at: "now".into(),
             cluster: "test".into(),
             inventory: "inventory.yaml".into(),
-            playbook: "test".into(),
-            fingerprints: Fingerprints {
-                inventory_sha256: String::new(),
-                snapshot_sha256: String::new(),
-                playbook_sha256: String::new(),
-                manifests: BTreeMap::new(),
-            },
-            snapshot: SnapshotSummary {
-                path: String::new(),
-                size: 0,
-                sha256: String::new(),
+            inventory_sha256: String::new(),
+            playbook: &playbook,
+            playbook_sha256: String::new(),
+            snapshot: SnapshotInput {
+                path: format!("{}/snapshot.db", self.root),
+                size: snapshot.1,
+                sha256: snapshot.0.into(),
                 revision: None,
                 total_keys: None,
-                verdict: String::new(),
+                verdict: "test".into(),
+                refused: None,
+                skip_hash_check: false,
             },
-            restore: RestoreParams {
-                initial_cluster: String::new(),
-                token: String::new(),
-                bump_revision: None,
-                members: vec![],
-                cluster_id: String::new(),
-            },
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| NodeSummary {
-                    name: n.clone(),
-                    host: "local".into(),
-                    etcd_version: None,
-                    restore_tool: String::new(),
-                    restore_tool_version: String::new(),
-                    manifests_dir: format!("{}/{n}/manifests", self.root),
-                    data_dir_old: String::new(),
-                    data_dir_new: String::new(),
-                    run_dir: format!("{}/{n}/run", self.root),
-                    client_endpoint: String::new(),
-                    client_tls: None,
-                })
-                .collect(),
-            findings: vec![],
-            stages,
-        }
+            bump: DEFAULT_BUMP,
+            admin_kubeconfig: "/etc/kubernetes/admin.conf".into(),
+        };
+        crate::plan::build::build(&inputs, &facts)
     }
 
     fn engine(&self, plan: Plan, obs: Arc<Recorder>) -> Engine {
@@ -289,25 +283,54 @@ impl Fixture {
         obs: Arc<Recorder>,
         snapshot: std::path::PathBuf,
     ) -> Engine {
-        let nodes: BTreeMap<String, Arc<dyn Remote>> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
-                )
-            })
-            .collect();
-        Engine::new(Arc::new(plan), nodes, snapshot, Arc::new(Healthy), obs)
+        Engine::new(
+            Arc::new(plan),
+            self.remotes(),
+            snapshot,
+            Arc::new(Healthy),
+            obs,
+        )
     }
 
+    /// An engine that stages the fixture's `snapshot.db`.
+    fn staging_engine(&self, plan: Plan) -> Engine {
+        let snapshot = std::path::PathBuf::from(format!("{}/snapshot.db", self.root));
+        self.engine_with_snapshot(plan, Arc::default(), snapshot)
+    }
+
+    /// etcd's manifest in `node`'s manifests directory, if it is there.
     fn manifest(&self, node: &str) -> Option<String> {
         std::fs::read_to_string(format!("{}/{node}/manifests/etcd.yaml", self.root)).ok()
     }
 
-    fn exists(&self, rel: &str) -> bool {
-        std::path::Path::new(&format!("{}/{rel}", self.root)).exists()
+    /// etcd's manifest on `node` before the run.
+    fn before(&self, node: &str) -> String {
+        Self::original(&self.root, node)
+    }
+
+    /// The run's directory on `node`.
+    fn run_dir(&self, node: &str) -> String {
+        format!("{}/{node}/run/runs/r1/{node}", self.root)
+    }
+
+    /// The lock file of `node`.
+    fn lock(&self, node: &str) -> String {
+        format!("{}/{node}/run/{node}.lock", self.root)
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        std::path::Path::new(path).exists()
+    }
+}
+
+/// A gate that pauses the run before stage `stage`.
+fn pause_at(stage: &'static str) -> impl Fn(&str) -> Gate + Send + Sync + 'static {
+    move |s| {
+        if s == stage {
+            Gate::Pause
+        } else {
+            Gate::Continue
+        }
     }
 }
 
@@ -320,7 +343,7 @@ fn journal(plan: &Plan) -> (tempfile::TempDir, Mutex<Journal>) {
 #[tokio::test]
 async fn a_run_completes_and_every_step_is_journaled() {
     let fx = Fixture::new(3);
-    let plan = fx.plan(&["true"]);
+    let plan = fx.plan(&["true"]).await;
     let (_d, j) = journal(&plan);
     let obs = Arc::new(Recorder::default());
     let engine = fx.engine(plan.clone(), obs.clone());
@@ -328,15 +351,22 @@ async fn a_run_completes_and_every_step_is_journaled() {
     assert!(matches!(out, Outcome::Completed), "{out:?}");
     for n in &fx.nodes {
         let m = fx.manifest(n).unwrap();
-        assert!(m.contains("/var/lib/etcd-restored-r1"), "{m}");
+        assert!(
+            m.contains(&format!("{}/{n}/var/lib/etcd-restored-r1", fx.root)),
+            "{m}"
+        );
         assert!(m.contains("# keep me"));
-        assert!(fx.exists(&format!("{n}/run/etcd.yaml.orig")));
-        assert!(!fx.exists(&format!("{n}/lock")), "lock released");
-        assert!(fx.exists(&format!("{n}/run/plan.json")));
-        assert!(fx.exists(&format!("{n}/run/state.json")));
+        let run = fx.run_dir(n);
+        assert_eq!(
+            std::fs::read_to_string(format!("{run}/original/etcd.yaml")).unwrap(),
+            fx.before(n)
+        );
+        assert!(!fx.exists(&fx.lock(n)), "lock released");
+        assert!(fx.exists(&format!("{run}/plan.json")));
+        assert!(fx.exists(&format!("{run}/state.json")));
     }
     // 6 node steps x 3 nodes + 1 cluster step.
-    assert_eq!(j.lock().unwrap().done().len(), 6 * 3 - 3 + 3 + 1);
+    assert_eq!(j.lock().unwrap().done().len(), 6 * 3 + 1);
     assert_eq!(j.lock().unwrap().last_outcome(), Some("completed"));
 }
 
@@ -344,11 +374,13 @@ async fn a_run_completes_and_every_step_is_journaled() {
 async fn a_failure_on_one_node_rolls_every_node_back_to_the_original_bytes() {
     let fx = Fixture::new(3);
     // The custom command fails on cp-2 only.
-    let plan = fx.plan(&[
-        "sh",
-        "-c",
-        "test NODE != cp-2 || { echo boom >&2; exit 7; }",
-    ]);
+    let plan = fx
+        .plan(&[
+            "sh",
+            "-c",
+            "test NODE != cp-2 || { echo boom >&2; exit 7; }",
+        ])
+        .await;
     let (_d, j) = journal(&plan);
     let obs = Arc::new(Recorder::default());
     let out = fx
@@ -363,9 +395,9 @@ async fn a_failure_on_one_node_rolls_every_node_back_to_the_original_bytes() {
     assert_eq!(failures[0].node.as_deref(), Some("cp-2"));
     assert!(failures[0].error.contains("boom"), "{}", failures[0].error);
     for n in &fx.nodes {
-        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL), "{n}");
-        assert!(!fx.exists(&format!("{n}/run/manifests/etcd.yaml")));
-        assert!(!fx.exists(&format!("{n}/lock")));
+        assert_eq!(fx.manifest(n), Some(fx.before(n)), "{n}");
+        assert!(!fx.exists(&format!("{}/manifests/etcd.yaml", fx.run_dir(n))));
+        assert!(!fx.exists(&fx.lock(n)));
     }
     let events = obs.0.lock().unwrap().clone();
     // No node went past the failed stage.
@@ -380,7 +412,7 @@ async fn a_failure_on_one_node_rolls_every_node_back_to_the_original_bytes() {
 #[tokio::test]
 async fn no_rollback_leaves_the_run_failed_and_a_later_rollback_restores() {
     let fx = Fixture::new(2);
-    let plan = fx.plan(&["false"]);
+    let plan = fx.plan(&["false"]).await;
     let (_d, j) = journal(&plan);
     let engine = fx.engine(plan, Arc::new(Recorder::default()));
     let out = engine.apply(&j, "apply", false).await.unwrap();
@@ -391,14 +423,14 @@ async fn no_rollback_leaves_the_run_failed_and_a_later_rollback_restores() {
     );
     let out = engine.rollback(&j, "user asked").await.unwrap();
     assert!(matches!(out, Outcome::RolledBack(_)), "{out:?}");
-    assert_eq!(fx.manifest("cp-1").as_deref(), Some(ORIGINAL));
-    assert_eq!(fx.manifest("cp-2").as_deref(), Some(ORIGINAL));
+    assert_eq!(fx.manifest("cp-1"), Some(fx.before("cp-1")));
+    assert_eq!(fx.manifest("cp-2"), Some(fx.before("cp-2")));
 }
 
 #[tokio::test]
 async fn cancel_pauses_at_a_boundary_and_resume_skips_done_steps() {
     let fx = Fixture::new(2);
-    let plan = fx.plan(&["true"]);
+    let plan = fx.plan(&["true"]).await;
     let (_d, j) = journal(&plan);
     let cancel = Cancel::default();
     let c2 = cancel.clone();
@@ -438,29 +470,17 @@ async fn cancel_pauses_at_a_boundary_and_resume_skips_done_steps() {
 #[tokio::test]
 async fn a_step_interrupted_midway_is_completed_by_probing_each_action() {
     let fx = Fixture::new(1);
-    let plan = fx.plan(&["true"]);
+    let plan = fx.plan(&["true"]).await;
     let (_d, j) = journal(&plan);
     // Simulate a crash after the move inside stop-etcd: journal says started, files say moved.
     fx.engine(plan.clone(), Arc::new(Recorder::default()))
-        .gate(|s| {
-            if s == "stop-etcd" {
-                Gate::Pause
-            } else {
-                Gate::Continue
-            }
-        })
+        .gate(pause_at("stop-etcd"))
         .apply(&j, "apply", true)
         .await
         .unwrap();
-    let d = format!("{}/cp-1", fx.root);
-    std::fs::copy(
-        format!("{d}/manifests/etcd.yaml"),
-        format!("{d}/run/etcd.yaml.orig"),
-    )
-    .unwrap();
     std::fs::rename(
-        format!("{d}/manifests/etcd.yaml"),
-        format!("{d}/run/manifests/etcd.yaml"),
+        format!("{}/cp-1/manifests/etcd.yaml", fx.root),
+        format!("{}/manifests/etcd.yaml", fx.run_dir("cp-1")),
     )
     .unwrap();
     j.lock()
@@ -482,10 +502,10 @@ async fn a_step_interrupted_midway_is_completed_by_probing_each_action() {
 #[tokio::test]
 async fn a_second_run_is_refused_by_the_lock_and_names_the_owner() {
     let fx = Fixture::new(1);
-    let plan = fx.plan(&["true"]);
-    let d = format!("{}/cp-1", fx.root);
+    let plan = fx.plan(&["true"]).await;
+    std::fs::create_dir_all(format!("{}/cp-1/run", fx.root)).unwrap();
     std::fs::write(
-        format!("{d}/lock"),
+        fx.lock("cp-1"),
         "{\"run_id\":\"other\",\"operator\":\"alice@ws\",\"since\":\"2026-01-01T00:00:00Z\"}\n",
     )
     .unwrap();
@@ -501,14 +521,14 @@ async fn a_second_run_is_refused_by_the_lock_and_names_the_owner() {
     assert!(f[0].error.contains("alice@ws"), "{}", f[0].error);
     assert!(f[0].error.contains("run other"), "{}", f[0].error);
     // The other run's lock is left alone and nothing moved.
-    assert!(fx.exists("cp-1/lock"));
-    assert_eq!(fx.manifest("cp-1").as_deref(), Some(ORIGINAL));
+    assert!(fx.exists(&fx.lock("cp-1")));
+    assert_eq!(fx.manifest("cp-1"), Some(fx.before("cp-1")));
 }
 
 #[tokio::test]
 async fn dry_run_changes_nothing() {
     let fx = Fixture::new(2);
-    let plan = fx.plan(&["touch", "/nonexistent/should-not-run"]);
+    let plan = fx.plan(&["touch", "/nonexistent/should-not-run"]).await;
     let (_d, j) = journal(&plan);
     let out = fx
         .engine(plan, Arc::new(Recorder::default()))
@@ -518,19 +538,21 @@ async fn dry_run_changes_nothing() {
         .unwrap();
     assert!(matches!(out, Outcome::Completed), "{out:?}");
     for n in &fx.nodes {
-        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL));
-        assert!(!fx.exists(&format!("{n}/run")));
+        assert_eq!(fx.manifest(n), Some(fx.before(n)));
+        assert!(!fx.exists(&format!("{}/{n}/run", fx.root)));
     }
 }
 
 #[tokio::test]
 async fn the_report_shows_every_node_step_with_its_outcome() {
     let fx = Fixture::new(2);
-    let plan = fx.plan(&[
-        "sh",
-        "-c",
-        "test NODE != cp-2 || { echo 'disk on fire' >&2; exit 3; }",
-    ]);
+    let plan = fx
+        .plan(&[
+            "sh",
+            "-c",
+            "test NODE != cp-2 || { echo 'disk on fire' >&2; exit 3; }",
+        ])
+        .await;
     let (_d, j) = journal(&plan);
     fx.engine(plan.clone(), Arc::new(Recorder::default()))
         .apply(&j, "apply", true)
@@ -568,7 +590,7 @@ async fn the_report_shows_every_node_step_with_its_outcome() {
 async fn a_failed_step_can_be_retried_once_its_cause_is_fixed() {
     let fx = Fixture::new(2);
     let flag = format!("{}/fixed", fx.root);
-    let plan = fx.plan(&["test", "-e", &flag]);
+    let plan = fx.plan(&["test", "-e", &flag]).await;
     let (_d, j) = journal(&plan);
     let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a2 = asked.clone();
@@ -590,7 +612,7 @@ async fn a_failed_step_can_be_retried_once_its_cause_is_fixed() {
 async fn pausing_after_a_failure_keeps_the_run_resumable() {
     let fx = Fixture::new(1);
     let flag = format!("{}/fixed", fx.root);
-    let plan = fx.plan(&["test", "-e", &flag]);
+    let plan = fx.plan(&["test", "-e", &flag]).await;
     let (_d, j) = journal(&plan);
     let out = fx
         .engine(plan.clone(), Arc::new(Recorder::default()))
@@ -612,13 +634,13 @@ async fn pausing_after_a_failure_keeps_the_run_resumable() {
 #[tokio::test]
 async fn a_node_whose_rollback_fails_is_left_alone_while_the_others_are_rolled_back() {
     let fx = Fixture::new(3);
-    let plan = fx.plan(&["sh", "-c", "test NODE != cp-2"]);
+    let plan = fx.plan(&["sh", "-c", "test NODE != cp-2"]).await;
     let (_d, j) = journal(&plan);
     let engine = fx.engine(plan, Arc::new(Recorder::default()));
     let out = engine.apply(&j, "apply", false).await.unwrap();
     assert!(matches!(out, Outcome::Failed(_)), "{out:?}");
     // Someone edits cp-2's moved-aside etcd.yaml: undoing the rewrite there must refuse.
-    let aside = format!("{}/cp-2/run/manifests/etcd.yaml", fx.root);
+    let aside = format!("{}/manifests/etcd.yaml", fx.run_dir("cp-2"));
     let rewritten = std::fs::read_to_string(&aside).unwrap();
     std::fs::write(&aside, "edited by hand\n").unwrap();
 
@@ -631,14 +653,14 @@ async fn a_node_whose_rollback_fails_is_left_alone_while_the_others_are_rolled_b
     assert_eq!(rollback[0].step, "rewrite/1");
     // The other nodes are rolled back completely, cp-2 is left as it was.
     for n in ["cp-1", "cp-3"] {
-        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL), "{n}");
-        assert!(!fx.exists(&format!("{n}/lock")), "{n} lock released");
+        assert_eq!(fx.manifest(n), Some(fx.before(n)), "{n}");
+        assert!(!fx.exists(&fx.lock(n)), "{n} lock released");
     }
     assert!(
         fx.manifest("cp-2").is_none(),
         "cp-2's etcd.yaml stays aside"
     );
-    assert!(fx.exists("cp-2/lock"), "cp-2 keeps its lock");
+    assert!(fx.exists(&fx.lock("cp-2")), "cp-2 keeps its lock");
     let follow = engine.follow_ups().join("\n");
     assert!(
         follow.contains("cp-2: undoing rewrite/1 failed")
@@ -658,8 +680,8 @@ async fn a_node_whose_rollback_fails_is_left_alone_while_the_others_are_rolled_b
     let out = engine.rollback(&j, "again").await.unwrap();
     assert!(matches!(out, Outcome::RolledBack(_)), "{out:?}");
     for n in &fx.nodes {
-        assert_eq!(fx.manifest(n).as_deref(), Some(ORIGINAL), "{n}");
-        assert!(!fx.exists(&format!("{n}/lock")));
+        assert_eq!(fx.manifest(n), Some(fx.before(n)), "{n}");
+        assert!(!fx.exists(&fx.lock(n)));
     }
     assert!(j.lock().unwrap().touched().is_empty());
 }
@@ -701,40 +723,29 @@ impl Observer for LeaderOn {
 }
 
 fn leader_last_engine(fx: &Fixture, plan: Plan, checks: Arc<LeaderOn>) -> Engine {
-    let nodes: BTreeMap<String, Arc<dyn Remote>> = fx
-        .nodes
-        .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                Arc::new(Localhost::new(n.clone())) as Arc<dyn Remote>,
-            )
-        })
-        .collect();
     Engine::new(
         Arc::new(plan),
-        nodes,
+        fx.remotes(),
         std::path::PathBuf::new(),
         checks.clone(),
         checks,
     )
 }
 
-fn with_leader_last(mut plan: Plan) -> Plan {
-    for stage in &mut plan.stages {
-        for step in &mut stage.steps {
-            if step.id == "stop-etcd/1" {
-                step.order = crate::plan::StepOrder::LeaderLast;
-            }
-        }
-    }
-    plan
+/// The order in which the plan stops etcd.
+fn stop_etcd_order(plan: &Plan) -> StepOrder {
+    let step = plan.stages.iter().flat_map(|s| s.steps.iter());
+    step.filter(|s| s.id == "stop-etcd/1")
+        .map(|s| s.order)
+        .next()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn the_etcd_leader_is_stopped_after_the_other_members() {
     let fx = Fixture::new(3);
-    let plan = with_leader_last(fx.plan(&["true"]));
+    let plan = fx.plan(&["true"]).await;
+    assert_eq!(stop_etcd_order(&plan), StepOrder::LeaderLast);
     let (_d, j) = journal(&plan);
     let checks = Arc::new(LeaderOn::default());
     let engine = leader_last_engine(&fx, plan, checks.clone());
@@ -751,8 +762,9 @@ async fn the_etcd_leader_is_stopped_after_the_other_members() {
 #[tokio::test]
 async fn the_etcd_leader_is_not_stopped_when_another_member_failed_to_stop() {
     let fx = Fixture::new(3);
-    let plan = with_leader_last(fx.plan(&["true"]));
-    // cp-3's manifest cannot be copied aside: its stop fails.
+    let plan = fx.plan(&["true"]).await;
+    assert_eq!(stop_etcd_order(&plan), StepOrder::LeaderLast);
+    // cp-3's manifest cannot be moved aside: its stop fails.
     std::fs::remove_file(format!("{}/cp-3/manifests/etcd.yaml", fx.root)).unwrap();
     let (_d, j) = journal(&plan);
     let checks = Arc::new(LeaderOn::default());
@@ -761,87 +773,65 @@ async fn the_etcd_leader_is_not_stopped_when_another_member_failed_to_stop() {
     assert!(!matches!(out, Outcome::Completed), "{out:?}");
     let order = checks.0.lock().unwrap().clone();
     assert!(!order.iter().any(|o| o.ends_with("cp-2")), "{order:?}");
-    assert_eq!(fx.manifest("cp-2").as_deref(), Some(ORIGINAL));
-}
-
-/// The plan with a `stage-snapshot` stage after preflight that uploads `snapshot` to every
-/// node, expecting `sha256`; the engine reads the snapshot from `local`.
-fn with_upload(fx: &Fixture, mut plan: Plan, sha256: &str, size: u64) -> Plan {
-    let scope = Scope::Nodes(
-        fx.nodes
-            .iter()
-            .map(|n| {
-                let to = format!("{}/{n}/run/snapshot.db", fx.root);
-                let actions = Actions {
-                    actions: vec![Action::Upload {
-                        to,
-                        sha256: sha256.into(),
-                        size,
-                        mode: 0o600,
-                    }],
-                    // No rollback: what is left on a node is what the upload let through.
-                    rollback: vec![],
-                };
-                (n.clone(), actions)
-            })
-            .collect(),
-    );
-    let stage = StagePlan {
-        name: "stage-snapshot".into(),
-        steps: vec![StepPlan {
-            id: "stage-snapshot/1".into(),
-            kind: "stage-snapshot".into(),
-            title: "stage the snapshot".into(),
-            destructive: false,
-            order: crate::plan::StepOrder::Parallel,
-            scope,
-        }],
-    };
-    plan.stages.insert(1, stage);
-    plan
+    assert_eq!(fx.manifest("cp-2"), Some(fx.before("cp-2")));
 }
 
 #[tokio::test]
 async fn the_snapshot_is_staged_only_if_it_is_still_the_one_that_was_verified() {
-    let fx = Fixture::new(2);
-    let snapshot = format!("{}/snapshot.db", fx.root);
-    std::fs::write(&snapshot, b"the verified snapshot").unwrap();
     let verified = Fixture::sha("the verified snapshot");
-    let engine_for = |plan: Plan| {
-        fx.engine_with_snapshot(plan, Arc::default(), std::path::PathBuf::from(&snapshot))
-    };
-
-    // Unchanged: every node gets a byte-identical copy, mode 0600.
-    let plan = with_upload(&fx, fx.plan(&["true"]), &verified, 21);
+    // Unchanged: every node gets a byte-identical copy, mode 0600 (seen before anything
+    // else runs, since `finish` removes it).
+    let fx = Fixture::new(2);
+    std::fs::write(format!("{}/snapshot.db", fx.root), b"the verified snapshot").unwrap();
+    let plan = fx
+        .plan_with(playbook(&["true"], true), (&verified, 21))
+        .await;
     let (_d, j) = journal(&plan);
-    let out = engine_for(plan).apply(&j, "apply", true).await.unwrap();
-    assert!(matches!(out, Outcome::Completed), "{out:?}");
+    let out = fx
+        .staging_engine(plan)
+        .gate(pause_at("stop-etcd"))
+        .apply(&j, "apply", true)
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Paused { .. }), "{out:?}");
     for n in &fx.nodes {
-        let staged = format!("{}/{n}/run/snapshot.db", fx.root);
+        let staged = format!("{}/snapshot.db", fx.run_dir(n));
         assert_eq!(std::fs::read(&staged).unwrap(), b"the verified snapshot");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&staged).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        std::fs::remove_file(&staged).unwrap();
     }
 
-    // Changed after it was verified: the stage fails on every node, nothing is left staged,
-    // and the run is rolled back before anything was stopped (the manifests stay as they are).
-    std::fs::write(&snapshot, b"a different snapshot!").unwrap();
-    let before: Vec<_> = fx.nodes.iter().map(|n| fx.manifest(n)).collect();
-    let plan = with_upload(&fx, fx.plan(&["true"]), &verified, 21);
+    // Changed after it was verified: the stage fails on every node and leaves nothing staged
+    // (seen before any rollback), and the rollback finds nothing stopped.
+    let fx = Fixture::new(2);
+    std::fs::write(format!("{}/snapshot.db", fx.root), b"a different snapshot!").unwrap();
+    let plan = fx
+        .plan_with(playbook(&["true"], true), (&verified, 21))
+        .await;
     let (_d, j) = journal(&plan);
-    let out = engine_for(plan).apply(&j, "apply", true).await.unwrap();
-    let Outcome::RolledBack(failures) = out else {
+    let engine = fx.staging_engine(plan).on_failure(|_| OnFailure::Pause);
+    let out = engine.apply(&j, "apply", true).await.unwrap();
+    let Outcome::Failed(failures) = out else {
         panic!("{out:?}")
     };
     assert_eq!(failures.len(), 2, "{failures:?}");
     for f in &failures {
+        assert_eq!(f.step, "stage-snapshot/1");
         assert!(f.error.contains(&verified), "{}", f.error);
     }
-    for (n, before) in fx.nodes.iter().zip(before) {
-        assert!(!fx.exists(&format!("{n}/run/snapshot.db")), "{n}");
-        assert!(!fx.exists(&format!("{n}/run/snapshot.db.part")), "{n}");
-        assert_eq!(fx.manifest(n), before, "{n}");
+    for n in &fx.nodes {
+        assert!(!fx.exists(&format!("{}/snapshot.db", fx.run_dir(n))), "{n}");
+        assert!(
+            !fx.exists(&format!("{}/snapshot.db.part", fx.run_dir(n))),
+            "{n}"
+        );
+        assert_eq!(fx.manifest(n), Some(fx.before(n)), "{n}");
+    }
+    let out = engine.rollback(&j, "the snapshot changed").await.unwrap();
+    assert!(matches!(out, Outcome::RolledBack(_)), "{out:?}");
+    for n in &fx.nodes {
+        assert_eq!(fx.manifest(n), Some(fx.before(n)), "{n}");
+        assert!(!fx.exists(&fx.lock(n)), "{n}");
     }
 }

@@ -1,18 +1,20 @@
 //! Building the plan from the inventory, the discovered node facts, the snapshot and the
 //! playbook. Pure: no I/O, so the same inputs always give the same plan (except the run id and
 //! the time, which are inputs too).
-
-use std::collections::BTreeMap;
+//!
+//! The builder works out what every step shares (membership, cluster ID, revision bump, each
+//! node's run directory and new data directory, findings that block the restore), then asks
+//! each step of the playbook for its actions ([`crate::steps::Step::plan`]).
 
 use super::{
-    Action, Actions, ExpectedMember, Finding, Fingerprints, HttpProbe, NodeSummary, Plan,
-    RestoreParams, Scope, Severity, SnapshotSummary, StagePlan, StepOrder, StepPlan,
-    FORMAT_VERSION,
+    ExpectedMember, Finding, Fingerprints, NodeSummary, Plan, RestoreParams, Severity,
+    SnapshotSummary, StagePlan, StepPlan, FORMAT_VERSION,
 };
-use crate::discovery::{self, NodeFacts};
 use crate::etcd::ids::{self, InitialCluster, Urls};
 use crate::etcd::version;
-use crate::playbook::{Playbook, StepSpec, When};
+use crate::facts::NodeFacts;
+use crate::playbook::Playbook;
+use crate::steps::{NodeCx, PlanCx};
 
 /// Default `--bump-revision`: covers a week-old snapshot at ~1 600 writes/s.
 pub const DEFAULT_BUMP: u64 = 1_000_000_000;
@@ -63,26 +65,12 @@ pub struct PlanInputs<'a> {
     pub admin_kubeconfig: String,
 }
 
-struct NodePlanData<'a> {
-    facts: &'a NodeFacts,
-    run_dir: String,
-    snapshot_path: String,
-    new_volume_host_path: String,
-    data_dir_new: String,
-    rewritten: Option<(String, String)>, // (new text, diff)
-}
-
 /// Builds the plan. Problems never abort: they become findings, and a plan with error findings
 /// is rendered for review but refused by `apply`.
 pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
-    let mut findings: Vec<Finding> = facts.iter().flat_map(|f| f.findings.clone()).collect();
+    let mut findings: Vec<Finding> = facts.iter().flat_map(|f| f.findings().cloned()).collect();
     let mut add = |severity, node: Option<&str>, message: String, hint: Option<&str>| {
-        findings.push(Finding {
-            severity,
-            node: node.map(String::from),
-            message,
-            hint: hint.map(String::from),
-        });
+        findings.push(Finding::new(severity, node, message, hint));
     };
     let snap = &inputs.snapshot;
     if let Some(why) = &snap.refused {
@@ -102,8 +90,8 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
     let mut members: Vec<(String, String)> = Vec::new();
     for f in facts {
         let Some(m) = &f.etcd else { continue };
-        match (m.name(), m.initial_advertise_peer_urls()) {
-            (Some(n), Some(p)) => members.push((n.to_string(), p.to_string())),
+        match (&m.name, &m.peer_urls) {
+            (Some(n), Some(p)) => members.push((n.clone(), p.clone())),
             _ => add(
                 Severity::Error,
                 Some(&f.name),
@@ -111,7 +99,7 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                 Some("the restore needs both, exactly as the running member uses them"),
             ),
         }
-        if let Some(ic) = m.initial_cluster() {
+        if let Some(ic) = &m.initial_cluster {
             if let Ok(ic) = InitialCluster::parse(ic) {
                 for (name, _) in ic.members() {
                     if !facts.iter().any(|x| &x.name == name) {
@@ -159,11 +147,8 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         let id_list: Vec<u64> = ids.iter().map(|(_, id)| *id).collect();
         cluster_id = ids::format_id(ids::cluster_id(&id_list));
         for f in facts {
-            if let Ok(MemberStatusView {
-                cluster_id: old, ..
-            }) = status_view(f)
-            {
-                if ids::format_id(old) == cluster_id {
+            if let Ok(status) = &f.health {
+                if ids::format_id(status.cluster_id) == cluster_id {
                     add(
                         Severity::Error,
                         Some(&f.name),
@@ -175,43 +160,11 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         }
     }
 
-    // Versions and the revision bump.
-    let mut bump_ok = true;
-    for f in facts {
-        let (Some(tool), Some(m)) = (&f.tool, &f.etcd) else {
-            continue;
-        };
-        if !tool.supports_restore() {
-            add(
-                Severity::Error,
-                Some(&f.name),
-                format!(
-                    "{} {} at {} has no `snapshot restore`",
-                    tool.kind, tool.version, tool.path
-                ),
-                Some("use etcdutl from the same etcd minor version as the server"),
-            );
-        }
-        match &m.version {
-            Some(server) if !tool.matches_server(server) => add(
-                Severity::Error,
-                Some(&f.name),
-                format!("restore tool {} {} does not match the etcd server {server} (major.minor must be equal)", tool.kind, tool.version),
-                Some("install etcdutl/etcdctl of the server's minor version and point etcd.restore_tool at it"),
-            ),
-            Some(_) => {}
-            None => add(Severity::Warning, Some(&f.name), "cannot tell the etcd server version from the image tag; the restore tool's version is assumed to match".into(), None),
-        }
-        if !tool.supports_bump() {
-            bump_ok = false;
-            add(
-                Severity::Warning,
-                Some(&f.name),
-                format!("{} {} cannot bump the revision (needs etcdctl >= 3.4.27, >= 3.5.10, or etcdutl 3.6+)", tool.kind, tool.version),
-                Some("revisions restart at the snapshot's, so watchers and informers may miss changes: controller-manager, scheduler and every kubelet are restarted after the restore; upgrade the restore tool to avoid this"),
-            );
-        }
-    }
+    // The revision bump, where every restore tool supports it (the facts warn where not).
+    let bump_ok = facts.iter().all(|f| match (&f.tool, &f.etcd) {
+        (Some(tool), Some(_)) => tool.supports_bump(),
+        _ => true,
+    });
     let bump = bump_ok.then_some(inputs.bump);
     if let (Some(b), Some(r)) = (bump, snap.revision) {
         if let Err(e) = version::check_bump(r, b) {
@@ -243,123 +196,79 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
         );
     }
 
-    // Per-node paths, free space, locks, rewrite.
-    let mut per_node: Vec<NodePlanData<'_>> = Vec::new();
+    // Per node: the run directory, the new data directory, free space, locks.
+    let mut nodes: Vec<NodeCx<'_>> = Vec::new();
     for f in facts {
-        let run_dir = format!(
-            "{}/runs/{}/{}",
-            f.run_base.trim_end_matches('/'),
-            inputs.run_id,
-            f.name
-        );
-        let snapshot_path = format!("{run_dir}/snapshot.db");
-        let (Some(vol), Some(data_old)) = (&f.data_volume_host_path, &f.data_dir_host) else {
+        let Some(data) = &f.data else {
             continue;
         };
-        let vol_trim = vol.trim_end_matches('/');
-        let new_vol = restored_path(vol_trim, &inputs.run_id, f.data_volume_is_mount);
-        let rel = data_old.strip_prefix(vol_trim).unwrap_or("");
-        let data_new = format!("{new_vol}{rel}");
-        if let Some(free) = f.free_bytes {
+        let vol = data.volume.trim_end_matches('/');
+        let new_volume = restored_path(vol, &inputs.run_id, data.is_mount);
+        let rel = data.dir.strip_prefix(vol).unwrap_or("");
+        let data_dir_new = format!("{new_volume}{rel}");
+        if let Some(free) = data.free_bytes {
             let need = snap.size.saturating_mul(2);
             if free < need {
-                add(Severity::Error, Some(&f.name), format!("only {free} bytes free where {data_new} goes; the restore needs at least {need} (2x the snapshot)"), Some("free space on that filesystem"));
+                add(Severity::Error, Some(&f.name), format!("only {free} bytes free where {data_dir_new} goes; the restore needs at least {need} (2x the snapshot)"), Some("free space on that filesystem"));
             }
         }
         if let Some(owner) = &f.lock_owner {
             add(
                 Severity::Error,
                 Some(&f.name),
-                format!("a lock from an earlier run is still in place: {} holds {owner}", f.lock_path),
+                format!("a lock from an earlier run is still in place: {} holds {owner}", f.layout.lock()),
                 Some("finish that run with `etcd-recover resume RUN` or `etcd-recover rollback RUN`; remove the lock file only if that run is certainly over"),
             );
         }
-        let rewritten = match (
-            &f.etcd_file,
-            f.etcd_file.as_ref().and_then(|e| f.files.get(e)),
-        ) {
-            (Some(file), Some(pf)) => {
-                match crate::manifest::rewrite_data_hostpath(pf.text.as_bytes(), &new_vol) {
-                    Ok(rw) => {
-                        let diff = rw.unified_diff(&format!(
-                            "{}/{file}",
-                            f.manifests_dir.trim_start_matches('/')
-                        ));
-                        Some((rw.rewritten, diff))
-                    }
-                    Err(e) => {
-                        add(
-                            Severity::Error,
-                            Some(&f.name),
-                            format!("cannot rewrite {}/{file}: {e}", f.manifests_dir),
-                            Some(&e.hint()),
-                        );
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        per_node.push(NodePlanData {
+        nodes.push(NodeCx {
             facts: f,
-            run_dir,
-            snapshot_path,
-            new_volume_host_path: new_vol,
-            data_dir_new: data_new,
-            rewritten,
+            run: f.layout.run(&inputs.run_id),
+            new_volume,
+            data_dir_new,
+            data_dir_old: data.dir.clone(),
         });
     }
 
-    // Restore argv per node.
-    let mut restore_argv: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    if let Some(ic) = &initial_cluster {
-        for d in &per_node {
-            let (Some(tool), Some(m)) = (&d.facts.tool, &d.facts.etcd) else {
-                continue;
-            };
-            let (Some(name), Some(peers)) = (m.name(), m.initial_advertise_peer_urls()) else {
-                continue;
-            };
-            let Ok(peers) = Urls::parse(peers) else {
-                add(
-                    Severity::Error,
-                    Some(&d.facts.name),
-                    format!("--initial-advertise-peer-urls={peers} is not a valid URL list"),
-                    None,
-                );
-                continue;
-            };
-            let params = version::RestoreParams {
-                snapshot_path: &d.snapshot_path,
-                name,
-                initial_cluster: ic,
-                token: &token,
-                peer_urls: &peers,
-                data_dir: &d.data_dir_new,
-                wal_dir: None,
-                bump,
-                skip_hash_check: snap.skip_hash_check,
-            };
-            match version::restore_argv(tool, &params) {
-                Ok(argv) => {
-                    restore_argv.insert(d.facts.name.clone(), argv);
-                }
-                Err(e) => add(
-                    Severity::Error,
-                    Some(&d.facts.name),
-                    format!("cannot build the restore command: {e}"),
-                    None,
-                ),
-            }
-        }
-    }
+    // Every step's actions.
+    let cx = PlanCx::new(
+        &inputs.run_id,
+        &token,
+        initial_cluster.as_ref(),
+        bump,
+        (&snap.sha256, snap.size, snap.skip_hash_check),
+        &inputs.admin_kubeconfig,
+        &nodes,
+    );
+    let stages = inputs
+        .playbook
+        .stages
+        .iter()
+        .map(|stage| StagePlan {
+            name: stage.name.clone(),
+            steps: stage
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| {
+                    let planned = spec.step().plan(&cx);
+                    StepPlan {
+                        id: format!("{}/{}", stage.name, i + 1),
+                        kind: spec.type_name().to_string(),
+                        title: planned.title,
+                        destructive: planned.destructive,
+                        order: planned.order,
+                        scope: planned.scope,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    findings.extend(cx.into_findings());
 
-    let stages = stages(inputs, &per_node, &restore_argv, bump.is_some());
-
-    let nodes = facts
+    let summaries = facts
         .iter()
         .map(|f| {
-            let d = per_node.iter().find(|d| d.facts.name == f.name);
+            let n = nodes.iter().find(|n| n.facts.name == f.name);
             NodeSummary {
                 name: f.name.clone(),
                 host: f.host.clone(),
@@ -374,24 +283,11 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
                     .as_ref()
                     .map(|t| format!("{} {}", t.kind, t.version))
                     .unwrap_or_default(),
-                manifests_dir: f.manifests_dir.clone(),
-                data_dir_old: f.data_dir_host.clone().unwrap_or_default(),
-                data_dir_new: d.map(|d| d.data_dir_new.clone()).unwrap_or_default(),
-                run_dir: d.map(|d| d.run_dir.clone()).unwrap_or_default(),
-                client_endpoint: f
-                    .client
-                    .as_ref()
-                    .map(|c| {
-                        format!(
-                            "{}://{}",
-                            if c.https { "https" } else { "http" },
-                            crate::plan::Endpoint {
-                                host: c.host.clone(),
-                                port: c.port
-                            }
-                        )
-                    })
-                    .unwrap_or_default(),
+                manifests_dir: f.static_pods.dir.clone(),
+                data_dir_old: f.data.as_ref().map(|d| d.dir.clone()).unwrap_or_default(),
+                data_dir_new: n.map(|n| n.data_dir_new.clone()).unwrap_or_default(),
+                run_dir: n.map(|n| n.run.path().to_string()).unwrap_or_default(),
+                client_endpoint: f.client.as_ref().map(|c| c.url()).unwrap_or_default(),
                 client_tls: f.client.as_ref().and_then(|c| c.tls_paths.clone()),
             }
         })
@@ -437,225 +333,10 @@ pub fn build(inputs: &PlanInputs<'_>, facts: &[NodeFacts]) -> Plan {
             members: expected,
             cluster_id,
         },
-        nodes,
+        nodes: summaries,
         findings,
         stages,
     }
-}
-
-struct MemberStatusView {
-    cluster_id: u64,
-}
-
-fn status_view(f: &NodeFacts) -> Result<MemberStatusView, ()> {
-    f.health
-        .as_ref()
-        .map(|s| MemberStatusView {
-            cluster_id: s.cluster_id,
-        })
-        .map_err(|_| ())
-}
-
-fn stages(
-    inputs: &PlanInputs<'_>,
-    nodes: &[NodePlanData<'_>],
-    restore_argv: &BTreeMap<String, Vec<String>>,
-    bumps: bool,
-) -> Vec<StagePlan> {
-    let mut out = Vec::new();
-    for stage in &inputs.playbook.stages {
-        let mut steps = Vec::new();
-        for (i, spec) in stage.steps.iter().enumerate() {
-            let id = format!("{}/{}", stage.name, i + 1);
-            let per = |f: &dyn Fn(&NodePlanData<'_>) -> Actions| -> Scope {
-                Scope::Nodes(nodes.iter().map(|d| (d.facts.name.clone(), f(d))).collect())
-            };
-            let (title, destructive, scope) = match spec {
-                StepSpec::Preflight => (
-                    "lock every node, create the run directory, keep a copy of every manifest".to_string(),
-                    false,
-                    per(&|d| {
-                        let mut actions = vec![
-                            Action::MakeDir { path: d.facts.run_base.clone(), mode: 0o700 },
-                            Action::AcquireLock { path: d.facts.lock_path.clone() },
-                            Action::MakeDir { path: format!("{}/original", d.run_dir), mode: 0o700 },
-                            Action::MakeDir { path: format!("{}/manifests", d.run_dir), mode: 0o700 },
-                            Action::SaveRunState { dir: d.run_dir.clone() },
-                        ];
-                        for file in d.facts.files.keys() {
-                            actions.push(Action::CopyFile {
-                                from: format!("{}/{file}", d.facts.manifests_dir),
-                                to: format!("{}/original/{file}", d.run_dir),
-                            });
-                        }
-                        Actions { actions, rollback: vec![Action::ReleaseLock { path: d.facts.lock_path.clone() }] }
-                    }),
-                ),
-                StepSpec::StageSnapshot => (
-                    "copy the snapshot to every node and prove the copies identical".to_string(),
-                    false,
-                    per(&|d| Actions {
-                        actions: vec![
-                            Action::Upload { to: d.snapshot_path.clone(), sha256: inputs.snapshot.sha256.clone(), size: inputs.snapshot.size, mode: 0o600 },
-                            Action::CheckSha256 { path: d.snapshot_path.clone(), sha256: inputs.snapshot.sha256.clone() },
-                        ],
-                        rollback: vec![Action::RemoveOwnFile { path: d.snapshot_path.clone() }],
-                    }),
-                ),
-                StepSpec::StopStaticPods { pods, timeout } => (
-                    format!("stop {} by moving their manifests out of the manifests directory", pods.join(", ")),
-                    true,
-                    per(&|d| move_pods(d, pods, *timeout, Direction::Stop)),
-                ),
-                StepSpec::StartStaticPods { pods, timeout } => (
-                    format!("start {} by moving their manifests back", pods.join(", ")),
-                    true,
-                    per(&|d| move_pods(d, pods, *timeout, Direction::Start)),
-                ),
-                StepSpec::Restore { timeout } => (
-                    "restore the snapshot into a new data directory (the old one is not touched)".to_string(),
-                    true,
-                    per(&|d| match restore_argv.get(&d.facts.name) {
-                        Some(argv) => Actions {
-                            actions: vec![Action::Restore {
-                                argv: argv.clone(),
-                                env: vec![],
-                                data_dir: d.data_dir_new.clone(),
-                                wal_dir: None,
-                                owner_like: d.facts.data_dir_host.clone().unwrap_or_default(),
-                                timeout: *timeout,
-                            }],
-                            rollback: vec![Action::Note { text: format!("keep the restored directory {} (remove it when no longer needed)", d.data_dir_new) }],
-                        },
-                        None => Actions { actions: vec![Action::Note { text: "no restore command (see findings)".into() }], rollback: vec![] },
-                    }),
-                ),
-                StepSpec::RewriteManifest => (
-                    "point etcd's data hostPath at the new directory (one value changes)".to_string(),
-                    true,
-                    per(&|d| {
-                        let (Some(file), Some((new_text, diff))) = (&d.facts.etcd_file, &d.rewritten) else {
-                            return Actions { actions: vec![Action::Note { text: "no rewrite (see findings)".into() }], rollback: vec![] };
-                        };
-                        let old = &d.facts.files[file];
-                        let path = format!("{}/manifests/{file}", d.run_dir);
-                        let new_sha = discovery::sha256_hex(new_text.as_bytes());
-                        Actions {
-                            actions: vec![Action::WriteFile {
-                                path: path.clone(),
-                                before_sha256: old.sha256.clone(),
-                                after_sha256: new_sha.clone(),
-                                content: new_text.clone(),
-                                diff: diff.clone(),
-                                temp_dir: d.run_dir.clone(),
-                            }],
-                            rollback: vec![Action::WriteFile {
-                                path,
-                                before_sha256: new_sha,
-                                after_sha256: old.sha256.clone(),
-                                content: old.text.clone(),
-                                diff: String::new(),
-                                temp_dir: d.run_dir.clone(),
-                            }],
-                        }
-                    }),
-                ),
-                StepSpec::WaitEtcdHealthy { timeout } => (
-                    "prove the restored cluster healthy and consistent".to_string(),
-                    false,
-                    Scope::Cluster(Actions { actions: vec![Action::WaitEtcdHealthy { timeout: *timeout }], rollback: vec![] }),
-                ),
-                StepSpec::WaitApiserverReady { timeout } => {
-                    let probes: BTreeMap<String, _> = nodes
-                        .iter()
-                        .filter_map(|d| {
-                            let pod = d.facts.pod_file("kube-apiserver")?.pod.as_ref().ok()?;
-                            Some((d.facts.name.clone(), discovery::probe_of(pod, &d.facts.host)?))
-                        })
-                        .collect();
-                    (
-                        "wait until every apiserver is ready, by its own readiness probe".to_string(),
-                        false,
-                        Scope::Cluster(Actions { actions: vec![Action::WaitApiserverReady { probes, timeout: *timeout }], rollback: vec![] }),
-                    )
-                }
-                StepSpec::Command { name, run, rollback, when, timeout } => {
-                    if *when == When::NoRevisionBump && bumps {
-                        (format!("command {name}"), false, Scope::Skipped("the restore bumps revisions, so this is not needed".into()))
-                    } else {
-                        (
-                            format!("command {name}"),
-                            true,
-                            per(&|d| Actions {
-                                actions: vec![Action::Run { argv: expand(run, d, &inputs.run_id), timeout: *timeout }],
-                                rollback: rollback
-                                    .as_ref()
-                                    .map(|rb| vec![Action::Run { argv: expand(rb, d, &inputs.run_id), timeout: *timeout }])
-                                    .unwrap_or_default(),
-                            }),
-                        )
-                    }
-                }
-                StepSpec::KubeadmConfig => {
-                    let scope = match nodes.first() {
-                        Some(first) => Scope::Cluster(Actions {
-                            actions: vec![Action::KubeadmConfig {
-                                node: first.facts.name.clone(),
-                                kubeconfig: inputs.admin_kubeconfig.clone(),
-                                data_dirs: nodes
-                                    .iter()
-                                    .map(|d| (d.facts.name.clone(), d.new_volume_host_path.clone()))
-                                    .collect(),
-                            }],
-                            rollback: vec![],
-                        }),
-                        None => Scope::Skipped("no nodes".into()),
-                    };
-                    ("keep kubeadm's ClusterConfiguration in step with etcd.yaml".to_string(), false, scope)
-                }
-                StepSpec::Finish => (
-                    "remove the staged snapshot, release the lock (old data and original manifests stay)".to_string(),
-                    false,
-                    per(&|d| Actions {
-                        actions: vec![
-                            Action::RemoveOwnFile { path: d.snapshot_path.clone() },
-                            Action::ReleaseLock { path: d.facts.lock_path.clone() },
-                        ],
-                        rollback: vec![],
-                    }),
-                ),
-            };
-            let several = matches!(&scope, Scope::Nodes(map) if map.len() > 1);
-            let order = match spec {
-                StepSpec::StopStaticPods { pods, .. }
-                    if several && pods.iter().any(|p| p == "etcd") =>
-                {
-                    StepOrder::LeaderLast
-                }
-                StepSpec::StartStaticPods { pods, .. }
-                    if several
-                        && pods.iter().any(|p| p == "etcd")
-                        && nodes.iter().all(|d| etcd_serving_probe(d).is_some()) =>
-                {
-                    StepOrder::OneAtATime
-                }
-                _ => StepOrder::Parallel,
-            };
-            steps.push(StepPlan {
-                id,
-                kind: spec.type_name().to_string(),
-                title,
-                destructive,
-                order,
-                scope,
-            });
-        }
-        out.push(StagePlan {
-            name: stage.name.clone(),
-            steps,
-        });
-    }
-    out
 }
 
 /// Where a run restores to, next to (or, for a mount point, inside) the data volume. A volume
@@ -687,177 +368,9 @@ fn is_run_id(s: &str) -> bool {
         && b[16..].iter().all(u8::is_ascii_hexdigit)
 }
 
-/// Whether a step takes static pods down or brings them back.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Stop,
-    Start,
-}
-
-/// Moves pods' manifests out of (or back into) the manifests directory, then waits until they
-/// are gone (or listen again); the rollback does the opposite.
-fn move_pods(d: &NodePlanData<'_>, pods: &[String], timeout: u64, direction: Direction) -> Actions {
-    let mut actions = Vec::new();
-    let mut waits = Vec::new();
-    let mut rollback = Vec::new();
-    let mut rollback_waits = Vec::new();
-    for pod in pods {
-        let Some(pf) = d.facts.pod_file(pod) else {
-            let verb = if direction == Direction::Stop {
-                "stop"
-            } else {
-                "start"
-            };
-            actions.push(Action::Note {
-                text: format!("{pod}: no manifest on this node, nothing to {verb}"),
-            });
-            continue;
-        };
-        let inside = format!("{}/{}", d.facts.manifests_dir, pf.file);
-        let aside = format!("{}/manifests/{}", d.run_dir, pf.file);
-        let endpoints = discovery::pod_endpoints(pod, d.facts);
-        // What etcd must let go of: the old data directory when stopping the original, the new
-        // one when a rollback stops the restored member.
-        let stopped = |data_dir: Option<&String>| Action::WaitStopped {
-            pod: pod.clone(),
-            endpoints: endpoints.clone(),
-            dirs: data_dir
-                .filter(|_| pod == "etcd")
-                .cloned()
-                .into_iter()
-                .collect(),
-            timeout,
-        };
-        let listening = (!endpoints.is_empty()).then(|| Action::WaitListening {
-            pod: pod.clone(),
-            endpoints: endpoints.clone(),
-            timeout,
-        });
-        let (out, back) = match direction {
-            Direction::Stop => (
-                Action::MoveFile {
-                    from: inside.clone(),
-                    to: aside.clone(),
-                },
-                Action::MoveFile {
-                    from: aside,
-                    to: inside,
-                },
-            ),
-            Direction::Start => (
-                Action::MoveFile {
-                    from: aside.clone(),
-                    to: inside.clone(),
-                },
-                Action::MoveFile {
-                    from: inside,
-                    to: aside,
-                },
-            ),
-        };
-        actions.push(out);
-        rollback.push(back);
-        match direction {
-            Direction::Stop => {
-                waits.push(stopped(d.facts.data_dir_host.as_ref()));
-                rollback_waits.extend(listening);
-            }
-            Direction::Start => {
-                waits.extend(listening);
-                if pod == "etcd" {
-                    waits.extend(etcd_serving_probe(d).map(|probe| Action::WaitServing {
-                        pod: pod.clone(),
-                        probe,
-                        timeout,
-                    }));
-                }
-                rollback_waits.push(stopped(Some(&d.data_dir_new)));
-            }
-        }
-    }
-    if direction == Direction::Stop {
-        rollback.reverse();
-    }
-    actions.extend(waits);
-    rollback.extend(rollback_waits);
-    Actions { actions, rollback }
-}
-
-/// The HTTP probe that tells when etcd serves, for members that run the initial corruption
-/// check (see [`StepOrder::OneAtATime`]): `None` without the check or without an HTTP probe.
-fn etcd_serving_probe(d: &NodePlanData<'_>) -> Option<HttpProbe> {
-    let pod = d.facts.pod_file("etcd")?.pod.as_ref().ok()?;
-    corrupt_check_probe(pod, &d.facts.host)
-}
-
-/// See [`etcd_serving_probe`].
-fn corrupt_check_probe(pod: &crate::manifest::StaticPod, host: &str) -> Option<HttpProbe> {
-    // A boolean flag is on when given bare or as `=true` (the last occurrence counts).
-    let flag = "experimental-initial-corrupt-check";
-    let on = pod.has_flag(flag) && matches!(pod.flag(flag), None | Some("true"));
-    let gate = pod.flag("feature-gates").is_some_and(|g| {
-        g.split(',')
-            .any(|kv| kv.trim() == "InitialCorruptCheck=true")
-    });
-    if !(on || gate) {
-        return None;
-    }
-    discovery::probe_of(pod, host)
-}
-
-/// Substitutes `@NAME` (an inventory command) and `${NODE}`, `${HOST}`, `${RUN_ID}`, `${RUN_DIR}`.
-fn expand(argv: &[String], d: &NodePlanData<'_>, run_id: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for a in argv {
-        if let Some(name) = a.strip_prefix('@') {
-            match name {
-                "restart_kubelet" => out.extend(d.facts.commands.restart_kubelet.iter().cloned()),
-                other => out.push(format!("@{other}")),
-            }
-            continue;
-        }
-        out.push(
-            a.replace("${NODE}", &d.facts.name)
-                .replace("${HOST}", &d.facts.host)
-                .replace("${RUN_ID}", run_id)
-                .replace("${RUN_DIR}", &d.run_dir),
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn members_with_the_initial_corruption_check_are_started_one_by_one() {
-        let load = |text: &str| crate::manifest::StaticPod::parse(text.as_bytes()).unwrap();
-        // kubeadm's manifest (Kubernetes 1.2x) has the check and an HTTP startup probe.
-        let kubeadm = include_str!("../../tests/fixtures/manifests/014.yaml");
-        let probe = corrupt_check_probe(&load(kubeadm), "10.0.0.1").unwrap();
-        assert_eq!(probe.port, 2381);
-        assert!(probe.path.starts_with("/health"), "{probe}");
-        let off = kubeadm.replace(
-            "--experimental-initial-corrupt-check=true",
-            "--experimental-initial-corrupt-check=false",
-        );
-        assert_ne!(off, kubeadm);
-        assert!(corrupt_check_probe(&load(&off), "10.0.0.1").is_none());
-        let bare = kubeadm.replace(
-            "--experimental-initial-corrupt-check=true",
-            "--experimental-initial-corrupt-check",
-        );
-        assert!(corrupt_check_probe(&load(&bare), "10.0.0.1").is_some());
-        let gate = kubeadm.replace(
-            "--experimental-initial-corrupt-check=true",
-            "--feature-gates=StopGRPCServiceOnDefrag=true,InitialCorruptCheck=true",
-        );
-        assert!(corrupt_check_probe(&load(&gate), "10.0.0.1").is_some());
-        // An older manifest without the check: started together.
-        let old = include_str!("../../tests/fixtures/manifests/001.yaml");
-        assert!(corrupt_check_probe(&load(old), "10.0.0.1").is_none());
-    }
 
     #[test]
     fn repeated_restores_do_not_grow_the_directory_name() {
